@@ -1,0 +1,47 @@
+/* The C surface that Python sees. cffi's cdef parses this file, so it holds plain
+ * declarations only (no macros, no includes); lowbit.h includes it for the C side. */
+
+typedef struct {
+    /* 0: int32 out; 1: requantize to int8/uint8 out; 2: dequantize to float32 out */
+    int32_t kind;
+    /* requantize: out = clamp(zp + ((sat32(acc + bias) * mult + 2^(shift-1)) >> shift), qmin, qmax) */
+    const int32_t *bias;        /* [N] or NULL */
+    const int32_t *multiplier;  /* [N], 0 < mult < 2^31 */
+    const int32_t *shift;       /* [N], 1 <= shift <= 62 */
+    int32_t zero_point;
+    int32_t qmin;
+    int32_t qmax;
+    int32_t out_unsigned;       /* requantize: 1 writes uint8, 0 writes int8 */
+    /* dequantize: out = (float)acc * (a_scale[i] * w_scale[j]) + fbias[j] */
+    const float *a_scale;       /* [M] */
+    const float *w_scale;       /* [N] */
+    const float *fbias;         /* [N] or NULL */
+} lb_epilogue;
+
+/* CPU features and ISA variants. */
+uint64_t lb_cpu_features(void);
+const char *lb_feature_name(int bit);
+int lb_isa_count(void);
+const char *lb_isa_name(int isa);
+int lb_isa_supported(int isa);          /* this CPU and OS can run it */
+void lb_init(uint32_t disabled_isa_mask);
+int lb_isa_usable(int isa);             /* supported and not disabled */
+int lb_selected_isa(void);              /* best usable, chosen in lb_init */
+
+/* Threads. */
+int lb_set_num_threads(int n);
+int lb_get_num_threads(void);
+
+/* C[M,N] = epilogue(sum_k (A[i,k] - a_zero_point) * W[k,j]).
+ * a: int8 (a_signed=1) or uint8 [M, K], rows lda bytes apart, unit stride in K.
+ * w: packed int8 panels (see gemm_int8_frame.inc); w_colsum[j] = sum_k W[k, j].
+ * out: rows ldo elements apart. isa < 0 uses the variant chosen at load.
+ * Returns 0, or a negative code for arguments the wrapper should have rejected. */
+int lb_gemm_int8(int isa, int64_t m, int64_t n, int64_t k,
+                 const void *a, int64_t lda, int32_t a_signed, int32_t a_zero_point,
+                 const int8_t *w, const int32_t *w_colsum,
+                 const lb_epilogue *ep, void *out, int64_t ldo);
+
+/* Register-resident peak loops, run on all pool threads; return ops done. */
+double lb_peak_int8_vnni(int64_t iters);
+double lb_peak_fp32_fma(int64_t iters);

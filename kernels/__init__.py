@@ -1,0 +1,25 @@
+"""lowbit.kernels: native low-bit kernels, their NumPy references, and the registry.
+
+    >>> import numpy as np
+    >>> from lowbit.kernels import pack_weights, gemm_int8
+    >>> w = pack_weights(np.ones((64, 32), np.int8))        # [K, N], packed once
+    >>> gemm_int8(np.ones((2, 64), np.int8), w).shape      # int32 [M, N]
+    (2, 32)
+"""
+from .epilogue import Dequantize, Requantize, quantize_multiplier
+from .formats import FORMATS, PackedWeights, pack_weights
+from .gemm_int8 import gemm_int8, max_safe_k
+from .native import cpu_features, num_threads, set_num_threads
+from .registry import ISA_RANK, REGISTRY, Kernel, KernelKey
+
+
+def dispatch_info() -> dict:
+    """Per operation: ``{"selected": isa, "available": [isa, ...]}`` on this machine."""
+    return REGISTRY.dispatch_info()
+
+
+__all__ = [
+    "Dequantize", "FORMATS", "ISA_RANK", "Kernel", "KernelKey", "PackedWeights", "REGISTRY",
+    "Requantize", "cpu_features", "dispatch_info", "gemm_int8", "max_safe_k", "num_threads",
+    "pack_weights", "quantize_multiplier", "set_num_threads",
+]

@@ -1,0 +1,59 @@
+"""Numba int8 GEMM over the same packed panels as the C kernels (parallel, cached).
+
+Numba's threading layer defaults to the work-queue pool here, unless NUMBA_THREADING_LAYER
+says otherwise: its OpenMP layer would load a second OpenMP runtime next to torch's.
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+
+from . import native
+from .formats import PackedWeights
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+_ROWS = 4  # rows per task: one panel strip of 4 x 64 accumulators
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _kernel(a4, wp, corr, out):  # pragma: no cover - compiled
+    m = a4.shape[0]
+    n_panels, kq, nr, kb = wp.shape
+    n = out.shape[1]
+    row_blocks = (m + _ROWS - 1) // _ROWS
+    for task in numba.prange(n_panels * row_blocks):
+        p = task // row_blocks
+        i0 = (task % row_blocks) * _ROWS
+        i1 = min(i0 + _ROWS, m)
+        acc = np.zeros((_ROWS, nr), dtype=np.int32)
+        for q in range(kq):
+            for i in range(i0, i1):
+                a0 = np.int32(a4[i, q * 4])
+                a1 = np.int32(a4[i, q * 4 + 1])
+                a2 = np.int32(a4[i, q * 4 + 2])
+                a3 = np.int32(a4[i, q * 4 + 3])
+                for j in range(nr):
+                    acc[i - i0, j] += (a0 * wp[p, q, j, 0] + a1 * wp[p, q, j, 1]
+                                       + a2 * wp[p, q, j, 2] + a3 * wp[p, q, j, 3])
+        c0 = p * nr
+        for i in range(i0, i1):
+            for j in range(min(nr, n - c0)):
+                out[i, c0 + j] = acc[i - i0, j] + corr[c0 + j]
+
+
+def gemm_int8_panels(a: np.ndarray, w: PackedWeights, a_zero_point: int) -> np.ndarray:
+    """int32 (A - a_zero_point) @ W with W in INT8_PANELS layout (arguments already checked)."""
+    m, k = a.shape
+    kq = w.data.shape[1]
+    a4 = np.zeros((m, kq * 4), dtype=np.int16)  # K padded to quads; int16 holds int8 and uint8
+    a4[:, :k] = a
+    # sum_k (a - zp) w = sum_k a w - zp * colsum, in wrapping int32 like the C kernels
+    corr = (np.int64(-a_zero_point) * w.col_sum.astype(np.int64)).astype(np.int32)
+    out = np.empty((m, w.n), dtype=np.int32)
+    numba.set_num_threads(min(native.num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _kernel(a4, w.data, corr, out)
+    return out

@@ -1,0 +1,1 @@
+"""lowbit.roofline: roofline model and plots. Not built yet (issue 5)."""

@@ -1,0 +1,38 @@
+"""lowbit: low-bit kernels, compression, accelerator simulation and roofline analysis.
+
+One installed package, ``lowbit``, assembled from the repository's top-level folders; the
+C sources in csrc/ compile into the extension ``lowbit._native`` through cffi.
+"""
+from setuptools import setup
+
+# Installed name -> source folder. app/ holds the package root (CLI, reports); it is not
+# called lowbit/ so that a checkout on sys.path never shadows the installed package.
+PACKAGE_DIRS = {
+    "lowbit": "app",
+    "lowbit.kernels": "kernels",
+    "lowbit.compress": "compress",
+    "lowbit.simulator": "simulator",
+    "lowbit.roofline": "roofline",
+    "lowbit.bench": "bench",
+}
+
+setup(
+    name="lowbit",
+    version="0.1.0",
+    description="Low-bit neural network kernels, compression, accelerator simulation and rooflines",
+    python_requires=">=3.10",
+    packages=list(PACKAGE_DIRS),
+    package_dir=PACKAGE_DIRS,
+    setup_requires=["cffi>=1.16"],
+    cffi_modules=["csrc/ffibuild.py:ffibuilder"],
+    install_requires=[
+        "numpy>=1.24",
+        "numba>=0.59",
+        "cffi>=1.16",
+        "torch>=2.3,<2.14",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["lowbit = lowbit.cli:main"]},
+    zip_safe=False,
+)

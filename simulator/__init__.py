@@ -1,0 +1,1 @@
+"""lowbit.simulator: cycle-level systolic-array simulator. Not built yet (issue 4)."""
