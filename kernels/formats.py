@@ -10,6 +10,7 @@ so one 64-byte load gives 16 columns x 4 K values, the operand of one vpdpbusd.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ ALIGN = 64  # bytes; packed data starts on a cache line (and a zmm load boundary
 def aligned_empty(shape: tuple[int, ...], dtype, align: int = ALIGN) -> np.ndarray:
     """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)
     start = (-raw.ctypes.data) % align
     return raw[start:start + nbytes].view(dtype).reshape(shape)
@@ -40,7 +41,7 @@ class Int8Panels:
 
     def nbytes(self, k: int, n: int) -> int:
         """Bytes of the packed weights of a K x N matrix (padding included)."""
-        return int(np.prod(self.packed_shape(k, n)))
+        return math.prod(self.packed_shape(k, n))
 
     def pack(self, w_kn: np.ndarray) -> np.ndarray:
         """Pack an int8 [K, N] matrix; returns a 64-byte-aligned int8 array."""

@@ -4,6 +4,9 @@ Every argument is checked here, before any C call; the C code assumes it was.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+
 import numpy as np
 
 from lowbit.costs import gemm_cost
@@ -151,7 +154,12 @@ def _numba_impl(a, w, a_zero_point, ep: Prepared, out) -> None:
 
 
 def _ptr(arr: np.ndarray | None, ctype: str):
-    return native.ffi.NULL if arr is None else native.ffi.cast(ctype, arr.ctypes.data)
+    """A C pointer of type ``ctype`` to arr's data (arr stays alive in the caller)."""
+    if arr is None:
+        return native.ffi.NULL
+    if arr.flags.c_contiguous:  # from_buffer is ~6x cheaper than .ctypes on this hot path
+        return native.ffi.from_buffer(ctype.replace("*", "[]"), arr)
+    return native.ffi.cast(ctype, arr.ctypes.data)  # row-strided views
 
 
 def _c_impl(isa_id: int):
@@ -175,9 +183,9 @@ def _c_impl(isa_id: int):
             cep.fbias = _ptr(ep.bias, "float *")
         m, k = a.shape
         rc = lib.lb_gemm_int8(
-            isa_id, m, w.n, k, _ptr(a, "void *"), a.strides[0], int(a.dtype == np.int8),
+            isa_id, m, w.n, k, _ptr(a, "uint8_t *"), a.strides[0], int(a.dtype == np.int8),
             a_zero_point, _ptr(w.data, "int8_t *"), _ptr(w.col_sum, "int32_t *"), cep,
-            _ptr(out, "void *"), out.strides[0] // out.itemsize)
+            _ptr(out, "char *"), out.strides[0] // out.itemsize)
         del keep
         if rc == -2:
             raise MemoryError("gemm_int8: could not allocate the packed-activation buffer")
@@ -190,9 +198,8 @@ def _cost(m: int, n: int, k: int) -> tuple[int, int]:
     return gemm_cost(m, n, k, a_bits=8, w_bits=8, out_bits=32)
 
 
+@functools.cache
 def _numba_supported() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("numba") is not None
 
 

@@ -42,11 +42,13 @@ class Kernel:
 class Registry:
     def __init__(self) -> None:
         self._kernels: dict[KernelKey, Kernel] = {}
+        self._selected: dict[tuple[str, str, str], Kernel] = {}  # chosen once per formats
 
     def register(self, kernel: Kernel) -> Kernel:
         if kernel.key.isa not in ISA_RANK:
             raise ValueError(f"kernel {kernel.key}: unknown ISA; known: {', '.join(ISA_RANK)}")
         self._kernels[kernel.key] = kernel
+        self._selected.clear()
         return kernel
 
     def kernels(self, op: str | None = None, act: str | None = None, weight: str | None = None,
@@ -71,7 +73,11 @@ class Registry:
                 raise ValueError(f"isa: {isa!r} cannot run on this CPU "
                                  f"(features: {', '.join(native.cpu_features()) or 'unknown'})")
             return kernel
+        selected = self._selected.get((op, act, weight))
+        if selected is not None:
+            return selected
         for kernel in self.kernels(op, act, weight, usable=True):
+            self._selected[(op, act, weight)] = kernel
             return kernel
         raise ValueError(f"no usable {op} kernel for activations {act!r} and weights {weight!r}")
 
