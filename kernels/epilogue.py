@@ -33,8 +33,11 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
         raise ValueError(f"scale must be a finite positive number, got {scale!r}")
     frac, exp = math.frexp(float(scale))  # scale = frac * 2**exp, 0.5 <= frac < 1
     multiplier = round(frac * 2 ** 31)
-    if multiplier == 2 ** 31:  # frac rounded up to 1.0
-        multiplier, exp = 2 ** 30, exp + 1
+    if multiplier == 2 ** 31:  # frac rounded up to 1.0: renormalize, or at the top of the
+        if exp < 30:           # range (shift would reach 0) keep the largest multiplier
+            multiplier, exp = 2 ** 30, exp + 1
+        else:
+            multiplier = 2 ** 31 - 1
     shift = 31 - exp
     if not 1 <= shift <= 62:
         raise ValueError(f"scale {scale!r} is outside the representable range [2^-32, 2^30)")
@@ -43,8 +46,9 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
 
 def _as_channel_vector(name: str, value, dtype, n: int | None = None) -> np.ndarray:
     arr = np.ascontiguousarray(np.atleast_1d(np.asarray(value)), dtype=dtype)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a scalar or a 1-D per-channel vector, got shape {arr.shape}")
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name}: expected a scalar or a non-empty 1-D per-channel vector, "
+                         f"got shape {arr.shape}")
     if n is not None and arr.size not in (1, n):
         raise ValueError(f"{name}: has {arr.size} entries, expected 1 or N={n}")
     return arr
@@ -81,8 +85,9 @@ class Requantize:
         if not lo <= qmin <= qmax <= hi:
             raise ValueError(f"qmin, qmax: need {lo} <= qmin <= qmax <= {hi} for {self.out_dtype}, "
                              f"got {qmin}, {qmax}")
-        if not lo <= int(self.zero_point) <= hi:
-            raise ValueError(f"zero_point: must lie in [{lo}, {hi}] for {self.out_dtype}, "
+        if (not isinstance(self.zero_point, (int, np.integer)) or isinstance(self.zero_point, bool)
+                or not lo <= self.zero_point <= hi):
+            raise ValueError(f"zero_point: must be an integer in [{lo}, {hi}] for {self.out_dtype}, "
                              f"got {self.zero_point}")
         object.__setattr__(self, "multiplier", mult.astype(np.int32))
         object.__setattr__(self, "shift", shift.astype(np.int32))

@@ -40,8 +40,10 @@ def _check_activation(a) -> np.ndarray:
     if a.ndim != 2:
         raise ValueError(f"a: expected a 2-D [M, K] matrix, got shape {a.shape}")
     # Rows may be any positive distance apart (the kernel packs A); K must be unit-stride.
-    # Anything else (a transposed or reversed view) is copied once, O(M K).
-    if a.shape[0] and a.shape[1] and (a.strides[1] != 1 or a.strides[0] < a.shape[1]):
+    # Anything else (a transposed or reversed view) is copied once, O(M K). Strides of
+    # size-one dimensions do not matter.
+    m, k = a.shape
+    if (k > 1 and a.strides[1] != 1) or (m > 1 and a.strides[0] < k):
         a = np.ascontiguousarray(a)
     return a
 
@@ -92,11 +94,18 @@ def _check_out(out, m: int, n: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"out: shape must be {(m, n)}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError("out: is read-only")
-    if m and n and (out.strides[1] != dtype.itemsize or out.strides[0] < n * dtype.itemsize
-                    or out.strides[0] % dtype.itemsize):
+    size = dtype.itemsize
+    columns_ok = n <= 1 or out.strides[1] == size
+    rows_ok = m <= 1 or (out.strides[0] >= n * size and out.strides[0] % size == 0)
+    if out.size and not (columns_ok and rows_ok):
         raise ValueError("out: rows must be unit-stride and not overlap (a C-contiguous "
                          "array or a row slice of one)")
     return out
+
+
+def _row_pitch(arr: np.ndarray, row_len: int) -> int:
+    """Elements between rows; a single row's stride is meaningless, so report row_len."""
+    return arr.strides[0] // arr.itemsize if arr.shape[0] > 1 else row_len
 
 
 def gemm_int8(a: np.ndarray, w: PackedWeights, *, a_zero_point: int = 0,
@@ -127,7 +136,8 @@ def gemm_int8(a: np.ndarray, w: PackedWeights, *, a_zero_point: int = 0,
     act = ACT_FORMATS[a.dtype]
     w = _check_weights(w, k)
     lo, hi = _ACT_RANGE[act]
-    if not isinstance(a_zero_point, (int, np.integer)) or not lo <= a_zero_point <= hi:
+    if (not isinstance(a_zero_point, (int, np.integer)) or isinstance(a_zero_point, bool)
+            or not lo <= a_zero_point <= hi):
         raise ValueError(f"a_zero_point: must be an integer in [{lo}, {hi}] for {a.dtype} "
                          f"activations, got {a_zero_point!r}")
     a_zero_point = int(a_zero_point)
@@ -183,9 +193,9 @@ def _c_impl(isa_id: int):
             cep.fbias = _ptr(ep.bias, "float *")
         m, k = a.shape
         rc = lib.lb_gemm_int8(
-            isa_id, m, w.n, k, _ptr(a, "uint8_t *"), a.strides[0], int(a.dtype == np.int8),
+            isa_id, m, w.n, k, _ptr(a, "uint8_t *"), _row_pitch(a, k), int(a.dtype == np.int8),
             a_zero_point, _ptr(w.data, "int8_t *"), _ptr(w.col_sum, "int32_t *"), cep,
-            _ptr(out, "char *"), out.strides[0] // out.itemsize)
+            _ptr(out, "char *"), _row_pitch(out, w.n))
         del keep
         if rc == -2:
             raise MemoryError("gemm_int8: could not allocate the packed-activation buffer")
