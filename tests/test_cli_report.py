@@ -1,0 +1,252 @@
+"""The benchmark report (lowbit.benchtable, lowbit.targets, lowbit.report) and the CLI.
+
+Reports are built from small synthetic pytest-benchmark JSON dicts: nothing is timed here.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lowbit import benchtable, report, targets
+from lowbit.bench.config import GEMM_SHAPES, gemm_group
+from lowbit.bench.impls import all_impls
+from lowbit.benchrun import pytest_command
+from lowbit.cli import main
+
+SQUARE = (1024, 1024, 1024)
+OPS = 2 * 1024 ** 3  # ops of the square GEMM
+
+
+def _entry(group, impl, median, *, family="baseline", precision="int8", ops=OPS,
+           nbytes=6 * 1024 ** 2, shape=SQUARE, fastest=None):
+    m, n, k = shape
+    return {"group": group, "name": f"test[{impl}]",
+            "extra_info": {"impl": impl, "family": family, "isa": impl, "precision": precision,
+                           "ops": ops, "bytes": nbytes, "m": m, "n": n, "k": k},
+            "stats": {"median": median, "min": fastest or median, "rounds": 3}}
+
+
+def _peak(kind, best_s, median_s, ops):
+    return {"group": "peak", "name": f"test_peak[{kind}]",
+            "extra_info": {"impl": kind, "family": "peak", "precision": kind[:4], "ops": ops},
+            "stats": {"median": median_s, "min": best_s, "rounds": 3}}
+
+
+def synthetic() -> dict:
+    """One square-GEMM group and both peaks; round numbers make every ratio exact."""
+    g = gemm_group(*SQUARE)
+    return {
+        "datetime": "2026-01-01T00:00:00", "machine_info": {
+            "cpu": {"brand_raw": "Test CPU"},
+            "lowbit": {"version": "0.1.0", "cpu_features": ["avx2"], "threads": 2,
+                       "torch_threads": 2, "blas_threads": "2", "blas_threads_pinned": True,
+                       "dispatch_info": {"gemm_int8": {"selected": "avx2",
+                                                       "available": ["avx2", "ref"]}},
+                       "quick": True}},
+        "benchmarks": [
+            _entry(g, "numpy_fp32", 0.016, precision="fp32"),
+            _entry(g, "lowbit[avx2]", 0.004, family="lowbit"),
+            _entry(g, "torch_int_mm", 0.003),
+            _entry(g, "lowbit[avx512_vnni]", 0.002, family="lowbit"),
+            _entry(g, "torch_qlinear_dynamic", 0.0025),
+            # int8 peak: OPS / 0.001 s = 2147.48 GOP/s at its best; fp32: a quarter of it
+            _peak("int8_vnni", 0.001, 0.002, OPS),
+            _peak("int8_vnni", 0.004, 0.008, OPS),  # a second, disturbed run: not the peak
+            _peak("fp32_fma", 0.001, 0.001, OPS / 4),
+        ],
+    }
+
+
+def _group(summary, name):
+    return next(g for g in summary["groups"] if g["name"] == name)
+
+
+def test_summary_rates_ratios_and_peak_fractions():
+    summary = benchtable.summarize(synthetic())
+    assert summary["peaks"]["int8_vnni"]["gops"] == pytest.approx(OPS / 0.001 / 1e9)
+    assert summary["peaks"]["int8_vnni"]["median_gops"] == pytest.approx(OPS / 0.002 / 1e9)
+    assert summary["peaks"]["int8_vnni"]["runs"] == 2
+    group = _group(summary, "gemm_int8-1024x1024x1024")
+    assert (group["m"], group["n"], group["k"]) == SQUARE
+    assert group["best_lowbit"] == "lowbit[avx512_vnni]"
+    rows = {r["impl"]: r for r in group["rows"]}
+    assert [r["impl"] for r in group["rows"]] == [  # fastest first
+        "lowbit[avx512_vnni]", "torch_qlinear_dynamic", "torch_int_mm", "lowbit[avx2]",
+        "numpy_fp32"]
+    assert rows["lowbit[avx512_vnni]"]["gops"] == pytest.approx(OPS / 0.002 / 1e9)
+    assert rows["lowbit[avx512_vnni]"]["peak_fraction"] == pytest.approx(0.5)
+    assert rows["lowbit[avx2]"]["peak_fraction"] == pytest.approx(0.25)
+    # fp32 rows are compared with the fp32 peak (a quarter of the int8 one here)
+    assert rows["numpy_fp32"]["peak_fraction"] == pytest.approx(0.25)
+    assert rows["torch_int_mm"]["lowbit_speedup"] == pytest.approx(1.5)
+    assert rows["numpy_fp32"]["lowbit_speedup"] == pytest.approx(8.0)
+    assert rows["lowbit[avx512_vnni]"]["lowbit_speedup"] == pytest.approx(1.0)
+    assert rows["lowbit[avx2]"]["intensity"] == pytest.approx(OPS / (6 * 1024 ** 2))
+
+
+def test_summary_without_peak_or_lowbit_gives_none_not_errors():
+    data = synthetic()
+    data["benchmarks"] = [b for b in data["benchmarks"]
+                          if b["group"] != "peak" and b["extra_info"]["family"] != "lowbit"]
+    group = benchtable.summarize(data)["groups"][0]
+    assert group["best_lowbit"] is None
+    assert all(r["peak_fraction"] is None and r["lowbit_speedup"] is None
+               for r in group["rows"])
+
+
+def test_summary_rejects_json_not_written_by_lowbit_bench():
+    with pytest.raises(ValueError, match="benchmarks"):
+        benchtable.summarize({"machine_info": {}})
+    data = synthetic()
+    del data["benchmarks"][0]["extra_info"]["ops"]
+    with pytest.raises(ValueError, match="lacks extra_info ops"):
+        benchtable.summarize(data)
+
+
+def test_targets_met_missed_and_not_measured():
+    results = targets.evaluate(benchtable.summarize(synthetic()))
+    by_group = {}
+    for r in results:
+        by_group.setdefault(r["group"], []).append(r)
+    vs_torch, vs_peak = by_group["gemm_int8-1024x1024x1024"]
+    # the better torch int8 is torch_qlinear_dynamic: 2.5 ms / 2 ms = 1.25x >= 1.1x
+    assert vs_torch["baseline"] == "torch_qlinear_dynamic"
+    assert vs_torch["measured"] == pytest.approx(1.25)
+    assert vs_torch["goal"] == 1.1 and vs_torch["status"] == targets.MET
+    # 50% of the int8 VNNI peak < 75%
+    assert vs_peak["measured"] == pytest.approx(0.5) and vs_peak["status"] == targets.MISSED
+    unmeasured = [r for r in results if r["group"] != "gemm_int8-1024x1024x1024"]
+    assert unmeasured and all(r["status"] == targets.NOT_MEASURED and r["measured"] is None
+                              for r in unmeasured)
+
+
+def test_targets_cover_every_shape_with_the_right_goal():
+    goals = {(t.group, t.baselines): t.goal for t in targets.default_targets()}
+    for m, n, k in GEMM_SHAPES:
+        goal = goals[(gemm_group(m, n, k), targets.INT8_BASELINES)]
+        assert goal == (1.1 if m >= 128 else 1.0)
+    assert goals[("gemm_int8-128x4096x4096", ("numpy_fp32",))] == 5.0
+    assert goals[("gemm_int8-1024x1024x1024", ())] == 0.75
+
+
+def test_speedup_target_missed_when_torch_is_faster():
+    data = synthetic()
+    for b in data["benchmarks"]:
+        if b["extra_info"]["impl"] == "torch_int_mm":
+            b["stats"]["median"] = 0.001  # twice as fast as the best lowbit
+    vs_torch = targets.evaluate(benchtable.summarize(data))[
+        [t.group for t in targets.default_targets()].index("gemm_int8-1024x1024x1024")]
+    assert vs_torch["baseline"] == "torch_int_mm"
+    assert vs_torch["measured"] == pytest.approx(0.5)
+    assert vs_torch["status"] == targets.MISSED
+
+
+def test_write_report_folder(tmp_path):
+    out = tmp_path / "nested" / "rep"
+    data = synthetic()
+    written = report.write_report(out, data)
+    assert sorted(p.name for p in out.iterdir()) == ["benchmark.json", "report.json",
+                                                     "report.md"]
+    assert json.loads((out / "benchmark.json").read_text()) == data
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(written))
+    assert set(saved) >= {"machine", "peaks", "groups", "targets", "lowbit_version"}
+    assert saved["machine"]["cpu"] == "Test CPU"
+    assert saved["machine"]["dispatch_info"]["gemm_int8"]["selected"] == "avx2"
+    assert saved["groups"][0]["best_lowbit"] == "lowbit[avx512_vnni]"
+    assert len(saved["targets"]) == len(targets.default_targets())
+    md = (out / "report.md").read_text()
+    for heading in ("# lowbit report", "## Machine", "## peak",
+                    "## gemm_int8-1024x1024x1024", "## targets"):
+        assert f"\n{heading}" in "\n" + md
+    assert "| lowbit[avx512_vnni]" in md and "1.25x" in md and "missed" in md
+    assert "| impl " in md and "|:--" in md  # markdown tables
+
+
+def test_text_render_has_one_table_per_group():
+    text = report.render(report.build_report(synthetic()))
+    assert "== gemm_int8-1024x1024x1024" in text and "== targets ==" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("torch_int_mm"))
+    assert "3.00 ms" in line and "1.50x" in line and "33.3%" in line
+
+
+def test_rates_above_peak_are_flagged():
+    data = synthetic()
+    assert "exceed the measured peak" not in report.render(report.build_report(data))
+    for b in data["benchmarks"]:
+        if b["group"] == "peak":
+            b["stats"]["min"] *= 10
+    assert "exceed the measured peak" in report.render(report.build_report(data))
+
+
+def test_prepare_out_dir_refuses_a_regular_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        report.prepare_out_dir(f)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(2.5, "2.50 s"), (0.0123, "12.3 ms"),
+                                               (0.000123, "123 us"), (5e-8, "50.0 ns")])
+def test_fmt_seconds(seconds, text):
+    assert benchtable.fmt_seconds(seconds) == text
+
+
+def test_pytest_command_runs_only_bench_modules():
+    cmd = pytest_command("/tmp/x.json", quick=True, keyword="1024x1024x1024")
+    assert cmd[1:3] == ["-m", "pytest"]
+    assert "python_files=bench_*.py" in cmd and "no:cacheprovider" in cmd
+    assert "--lowbit-quick" in cmd
+    assert cmd[cmd.index("-k") + 1] == "(1024x1024x1024) or peak"
+
+
+def test_bench_suite_collects_every_group():
+    cmd = pytest_command(None, extra=("--collect-only",))
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    names = [impl.name for impl in all_impls()]
+    assert {"torch_int_mm", "torch_qlinear_dynamic", "numpy_fp32", "torch_fp32"} < set(names)
+    for shape in GEMM_SHAPES:
+        for name in names:
+            assert f"[{gemm_group(*shape)}-{name}]" in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("test_peak[int8_vnni-first]")  # peaks first and last
+    assert "bench_peak.py::test_peak[int8_vnni-last]" in lines
+    assert "[gemm_int8-1x4096x4096-lowbit[ref]]" not in done.stdout
+
+
+def test_cli_info_exits_zero_and_names_gemm_int8():
+    done = subprocess.run([sys.executable, "-m", "lowbit", "info"], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert any(ln.startswith("gemm_int8: selected ") for ln in done.stdout.splitlines())
+
+
+def test_cli_bench_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--json" in out and "--quick" in out and "-k" in out
+
+
+def test_cli_run_into_a_regular_file_is_a_one_line_error(tmp_path):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    done = subprocess.run([sys.executable, "-m", "lowbit", "run", "--out", str(f)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lowbit: error: --out:"), done.stderr
+    assert f.read_text() == "x"
+
+
+def test_cli_bench_json_into_a_directory_is_an_error(tmp_path, capsys):
+    assert main(["bench", "--json", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a directory" in err
