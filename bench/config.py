@@ -16,7 +16,7 @@ GEMM_SHAPES = (
     (1, 4096, 4096),      # LLM decode, one token
     (16, 4096, 4096),     # small batch decode
     (128, 4096, 4096),    # prefill chunk
-    (512, 4096, 11008),   # LLaMA-7B MLP up-projection, 512 tokens
+    (512, 4096, 11008),   # LLaMA-7B MLP down-projection (11008 -> 4096), 512 tokens
     (1024, 1024, 1024),   # square
     (3136, 64, 576),      # ResNet 3x3 conv, 56x56x64 -> 64, as a GEMM via im2col
 )

@@ -76,6 +76,21 @@ class PackedWeights:
     col_sum: np.ndarray = field(repr=False)  # int32 [N]: sum_k W[k, j] (zero-point corrections)
     col_abs_sum_max: int = 0                 # max_j sum_k |W[k, j]| (accumulator-overflow guard)
 
+    def __post_init__(self) -> None:
+        # Checked once here, so kernels can trust every PackedWeights they are handed.
+        d = self.data
+        if (not isinstance(d, np.ndarray) or d.dtype != np.int8 or not d.flags.c_contiguous
+                or d.size != self.fmt.nbytes(self.k, self.n)):
+            raise ValueError(f"w.data: not a packed int8 buffer of {self.fmt.nbytes(self.k, self.n)} "
+                             f"bytes for K={self.k}, N={self.n}; use pack_weights")
+        if d.ctypes.data % ALIGN:
+            raise ValueError(f"w.data: must be {ALIGN}-byte aligned; use pack_weights")
+        cs = self.col_sum
+        if (not isinstance(cs, np.ndarray) or cs.dtype != np.int32 or cs.shape != (self.n,)
+                or not cs.flags.c_contiguous):
+            raise ValueError(f"w.col_sum: must be a contiguous int32 [{self.n}] vector; "
+                             f"use pack_weights")
+
     @property
     def shape(self) -> tuple[int, int]:
         """Logical (K, N) of the packed matrix."""
