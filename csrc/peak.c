@@ -25,46 +25,34 @@ typedef struct {
     atomic_int ran; /* threads that ran the loop */
 } peak_ctx;
 
-/* vpxord zeroes zmm0-23; zmm30/31 hold operands (values do not matter for timing). */
-__attribute__((target("avx512f,avx512vnni"))) static void vnni_task(void *vctx, int tid) {
-    (void)tid;
-    peak_ctx *p = vctx;
-    int64_t n = p->iters;
-    __asm__ volatile(
-        "vpternlogd $0xff, %%zmm31, %%zmm31, %%zmm31\n\t"
-        "vpternlogd $0xff, %%zmm30, %%zmm30, %%zmm30\n\t"
-        "1:\n\t" CHAIN_OPS(VNNI_OP) "dec %0\n\tjnz 1b\n\t"
-        : "+r"(n) : : CLOBBER_ZMM, "cc");
-    atomic_fetch_add(&p->ran, 1);
-}
+/* One peak loop: zero the chains, then `iters` rounds of independent ops, all in asm. */
+#define PEAK_TASK(name, isa, prologue, body, ...)                                            \
+    __attribute__((target(isa))) static void name(void *vctx, int tid) {                   \
+        (void)tid;                                                                          \
+        peak_ctx *p = vctx;                                                                 \
+        int64_t n = p->iters;                                                               \
+        __asm__ volatile(prologue "1:\n\t" body "dec %0\n\tjnz 1b\n\t"                    \
+                         : "+r"(n) : : __VA_ARGS__, "cc");                                  \
+        atomic_fetch_add(&p->ran, 1);                                                       \
+    }
 
-__attribute__((target("avx512f"))) static void fma512_task(void *vctx, int tid) {
-    (void)tid;
-    peak_ctx *p = vctx;
-    int64_t n = p->iters;
-    __asm__ volatile(
-        "vxorps %%xmm31, %%xmm31, %%xmm31\n\t"
-        "vxorps %%xmm30, %%xmm30, %%xmm30\n\t"
-        "1:\n\t" CHAIN_OPS(FMA512_OP) "dec %0\n\tjnz 1b\n\t"
-        : "+r"(n) : : CLOBBER_ZMM, "cc");
-    atomic_fetch_add(&p->ran, 1);
-}
+#define ZERO_ZMM(i) "vpxord %%zmm" #i ", %%zmm" #i ", %%zmm" #i "\n\t"
+#define ZERO_YMM(i) "vpxor %%ymm" #i ", %%ymm" #i ", %%ymm" #i "\n\t"
+#define YMM_CHAINS(op) R8(op, 0, 1, 2, 3, 4, 5, 6, 7) op(8) op(9) op(10) op(11) op(12) op(13)
+#define FMA256_CHAINS 14 /* sixteen ymm registers: 14 chains and two operands */
 
-/* Sixteen ymm registers: 14 chains and two operands. */
-#define FMA256_CHAINS 14
-__attribute__((target("avx2,fma"))) static void fma256_task(void *vctx, int tid) {
-    (void)tid;
-    peak_ctx *p = vctx;
-    int64_t n = p->iters;
-    __asm__ volatile(
-        "vxorps %%xmm15, %%xmm15, %%xmm15\n\t"
-        "vxorps %%xmm14, %%xmm14, %%xmm14\n\t"
-        "1:\n\t" R8(FMA256_OP, 0, 1, 2, 3, 4, 5, 6, 7) FMA256_OP(8) FMA256_OP(9) FMA256_OP(10)
-        FMA256_OP(11) FMA256_OP(12) FMA256_OP(13) "dec %0\n\tjnz 1b\n\t"
-        : "+r"(n) : : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc");
-    atomic_fetch_add(&p->ran, 1);
-}
+/* Operands: zmm30/31 (ymm14/15) all ones for VNNI (u8 255 x s8 -1), zero for FMA, so
+ * the FMA chains stay exactly 0 (no denormals, no overflow) however long they run. */
+PEAK_TASK(vnni_task, "avx512f,avx512vnni",
+          CHAIN_OPS(ZERO_ZMM) "vpternlogd $0xff, %%zmm31, %%zmm31, %%zmm31\n\t"
+          "vpternlogd $0xff, %%zmm30, %%zmm30, %%zmm30\n\t",
+          CHAIN_OPS(VNNI_OP), CLOBBER_ZMM)
+PEAK_TASK(fma512_task, "avx512f",
+          CHAIN_OPS(ZERO_ZMM) ZERO_ZMM(30) ZERO_ZMM(31), CHAIN_OPS(FMA512_OP), CLOBBER_ZMM)
+PEAK_TASK(fma256_task, "avx2,fma",
+          YMM_CHAINS(ZERO_YMM) ZERO_YMM(14) ZERO_YMM(15), YMM_CHAINS(FMA256_OP),
+          "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15")
 
 static double run(lb_task_fn fn, int64_t iters, double ops_per_iter) {
     peak_ctx p = {.iters = iters};
