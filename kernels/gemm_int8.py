@@ -168,8 +168,8 @@ def _ptr(arr: np.ndarray | None, ctype: str):
 
 def _c_impl(isa_id: int):
     def run(a, w, a_zero_point, ep: Prepared, out) -> None:
+        # The epilogue's arrays belong to ep, which the caller holds until the call returns.
         ffi, lib = native.ffi, native.lib
-        keep = []  # arrays the C call reads; held until it returns
         if ep.kind == 0:
             cep = _C_NO_EPILOGUE
         else:
@@ -177,14 +177,12 @@ def _c_impl(isa_id: int):
             cep.kind = ep.kind
         if ep.kind == 1:
             src = ep.source
-            keep = [ep.multiplier, ep.shift, ep.bias]
             cep.multiplier = _ptr(ep.multiplier, "int32_t *")
             cep.shift = _ptr(ep.shift, "int32_t *")
             cep.bias = _ptr(ep.bias, "int32_t *")
             cep.zero_point, cep.qmin, cep.qmax = src.zero_point, src.qmin, src.qmax
             cep.out_unsigned = int(ep.out_dtype == np.uint8)
         elif ep.kind == 2:
-            keep = [ep.a_scale, ep.w_scale, ep.bias]
             cep.a_scale = _ptr(ep.a_scale, "float *")
             cep.w_scale = _ptr(ep.w_scale, "float *")
             cep.fbias = _ptr(ep.bias, "float *")
@@ -193,13 +191,14 @@ def _c_impl(isa_id: int):
             isa_id, m, w.n, k, _ptr(a, "uint8_t *"), _row_pitch(a, k), int(a.dtype == np.int8),
             a_zero_point, _ptr(w.data, "int8_t *"), _ptr(w.col_sum, "int32_t *"), cep,
             _ptr(out, "char *"), _row_pitch(out, w.n))
-        del keep
-        if rc == -2:
+        if rc == _LB_ENOMEM:
             raise MemoryError("gemm_int8: could not allocate the packed-activation buffer")
         if rc:
             raise RuntimeError(f"gemm_int8: the C kernel rejected its arguments (code {rc})")
     return run
 
+
+_LB_ENOMEM = -2  # csrc/lowbit.h
 
 # The int32-output epilogue: all zeros, only ever read by C, so one instance serves all calls.
 _C_NO_EPILOGUE = native.ffi.new("lb_epilogue *") if native.ffi is not None else None
