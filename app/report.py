@@ -7,6 +7,7 @@ raw file without timing anything.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import lowbit
@@ -80,8 +81,10 @@ def render(report: dict, *, markdown: bool = False, machine_section: bool = True
     if markdown:
         parts.append(f"# lowbit report\n\nlowbit {report['lowbit_version']}, run of "
                      f"{report['created'] or 'unknown date'}; raw pytest-benchmark data in "
-                     f"`{report['files']['benchmark_json']}`. GOP/s from each median; % of "
-                     "peak against the best run of the matching peak loop.")
+                     f"`{report['files']['benchmark_json']}`. Each group is timed in "
+                     "interleaved passes; GOP/s from each median of per-pass medians, % of "
+                     "peak against the best run of the matching peak loop, ratios within a "
+                     "pass.")
     if machine_section:
         rows = _machine_rows(report["machine"])
         if markdown:
@@ -97,11 +100,16 @@ def render(report: dict, *, markdown: bool = False, machine_section: bool = True
         parts += [heading(f"{g['name']}  (M={g['m']} N={g['n']} K={g['k']}, "
                           f"{ops / 1e9:.3g} GOP per call)"),
                   table(benchtable.GROUP_HEADERS, benchtable.group_rows(g))]
+    if report["groups"]:
+        passes = max(g["passes"] for g in report["groups"])
+        parts.append(textwrap.fill(f"{benchtable.GROUP_NOTE} Passes per group: {passes}.", 96))
     if any((r["peak_fraction"] or 0) > 1 for g in report["groups"] for r in g["rows"]):
         parts.append("Note: some rates exceed the measured peak, so the peak loops ran while "
                      "the machine was busy; the % of peak figures are unreliable, rerun.")
     parts += [heading("targets"), table(targets.TARGET_HEADERS,
-                                        targets.target_rows(report["targets"]), align="lrlrrl")]
+                                        targets.target_rows(report["targets"]),
+                                        align=targets.TARGET_ALIGN),
+              textwrap.fill(targets.TARGET_NOTE, 96)]
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,7 +1,12 @@
 """gemm_int8 against torch and fp32 BLAS, one group per shape (``gemm_int8-MxNxK``).
 
-Inputs are built and weights packed in ``Impl.prepare``, outside the timed call. Rounds come
-from the budget: a call of seconds (portable C, Numba at 512x4096x11008) is timed once.
+Interleaved: tests run shape -> pass -> implementation, so every pass times every
+implementation of the group back to back (``extra_info["pass"]``) and a vCPU lost for a few
+seconds slows all of them alike instead of one; the report compares implementations within a
+pass. Inputs are built and weights packed once per shape (``Impl.prepare``, in the first pass
+that reaches an implementation), outside the timed call. Rounds per pass come from the budget;
+a call of at least ``budget.slow_call`` (portable C, Numba at 512x4096x11008) is timed once, in
+that first pass only: later passes skip it.
 """
 from __future__ import annotations
 
@@ -9,11 +14,36 @@ import time
 
 import pytest
 
-from lowbit.bench.config import GEMM_SHAPES, gemm_group
-from lowbit.bench.impls import all_impls, problem
+from lowbit.bench.config import GEMM_SHAPES, budget_for, gemm_group
+from lowbit.bench.impls import pass_order, problem
 
-CASES = [(shape, impl) for shape in GEMM_SHAPES for impl in all_impls()]
-IDS = [f"{gemm_group(*shape)}-{impl.name}" for shape, impl in CASES]
+
+def case_id(shape, pass_no: int, impl) -> str:
+    """E.g. ``gemm_int8-1024x1024x1024-p2-lowbit[avx512_vnni]``."""
+    return f"{gemm_group(*shape)}-p{pass_no}-{impl.name}"
+
+
+def pytest_generate_tests(metafunc):
+    if "pass_no" not in metafunc.fixturenames:
+        return
+    passes = budget_for(metafunc.config.getoption("--lowbit-quick")).passes
+    cases = [(shape, p, impl) for shape in GEMM_SHAPES for p in range(passes)
+             for impl in pass_order()]
+    metafunc.parametrize(("shape", "pass_no", "impl"), cases,
+                         ids=[case_id(*case) for case in cases])
+
+
+class _Shape:
+    """The prepared calls of the shape being timed (all of its passes), then the next shape's."""
+
+    shape: tuple | None = None
+    calls: dict = {}    # impl name -> zero-argument timed call
+    seconds: dict = {}  # impl name -> duration of one call, measured when prepared
+
+    @classmethod
+    def enter(cls, shape) -> None:
+        if shape != cls.shape:
+            cls.shape, cls.calls, cls.seconds = shape, {}, {}
 
 
 def _call_seconds(call, slow: float) -> float:
@@ -28,14 +58,23 @@ def _call_seconds(call, slow: float) -> float:
     return dt
 
 
-@pytest.mark.parametrize(("shape", "impl"), CASES, ids=IDS)
-def test_gemm_int8(benchmark, budget, shape, impl):
+def test_gemm_int8(benchmark, budget, shape, pass_no, impl):
     m, n, k = shape
-    call = impl.prepare(problem(m, n, k))
-    rounds = budget.rounds(_call_seconds(call, budget.slow_call))
+    _Shape.enter(shape)
+    call = _Shape.calls.get(impl.name)
+    if call is None:  # first pass of this implementation at this shape
+        call = _Shape.calls[impl.name] = impl.prepare(problem(m, n, k))
+        seconds = _Shape.seconds[impl.name] = _call_seconds(call, budget.slow_call)
+    else:
+        seconds = _Shape.seconds[impl.name]
+        if budget.first_pass_only(seconds):
+            pytest.skip(f"{seconds:.2f} s per call: timed in its first pass only")
+        if seconds < budget.pass_seconds / 4:
+            call()  # warm-up: the group's other implementations ran since the last pass
     benchmark.group = gemm_group(m, n, k)
     info = impl.info(m, n, k)
     benchmark.extra_info.update(info)
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
+    benchmark.extra_info.update({"pass": pass_no, "passes": budget.passes})
+    benchmark.pedantic(call, rounds=budget.rounds(seconds), iterations=1, warmup_rounds=0)
     median = benchmark.stats.stats.median
     benchmark.extra_info["gops"] = info["ops"] / median / 1e9 if median > 0 else None

@@ -34,23 +34,44 @@ def gemm_group(m: int, n: int, k: int) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    """How many rounds a benchmark gets, from the duration of one call."""
+    """How a GEMM group is timed: interleaved passes, and rounds from the duration of one call.
 
-    seconds: float        # target timed time per benchmark
-    min_rounds: int       # rounds of a call shorter than ``slow_call``
-    max_rounds: int
-    slow_call: float      # calls at least this long (portable C, Numba at big shapes): 1 round
+    The machine may lose a vCPU for seconds at a time, so the implementations of a group are
+    not timed one after the other: the group is split into ``passes`` passes and every pass
+    times every implementation back to back, each getting ``seconds / passes`` of rounds.
+    """
+
+    seconds: float        # target timed time of one implementation at one shape, all passes
+    passes: int           # interleaved passes per GEMM group
+    min_rounds: int       # rounds per pass of a call shorter than ``slow_call``
+    max_rounds: int       # rounds per pass at most
+    slow_call: float      # calls at least this long (portable C, Numba at big shapes): 1 round,
+    #                       in the first pass only
     peak_seconds: float   # duration of one peak-loop call
     peak_rounds: int
 
+    @property
+    def pass_seconds(self) -> float:
+        """Target timed time of one implementation in one pass."""
+        return self.seconds / self.passes
+
     def rounds(self, call_seconds: float) -> int:
+        """Rounds of one pass."""
         if call_seconds >= self.slow_call:
             return 1
-        fit = int(self.seconds / max(call_seconds, 1e-9))
+        fit = int(self.pass_seconds / max(call_seconds, 1e-9))
         return max(self.min_rounds, min(self.max_rounds, fit))
 
+    def first_pass_only(self, call_seconds: float) -> bool:
+        """A call this slow is timed once, in the first pass that reaches it."""
+        return call_seconds >= self.slow_call
 
-FULL = Budget(seconds=1.0, min_rounds=3, max_rounds=200, slow_call=1.0,
+
+FULL = Budget(seconds=1.0, passes=5, min_rounds=1, max_rounds=100, slow_call=0.5,
               peak_seconds=0.3, peak_rounds=5)
-QUICK = Budget(seconds=0.25, min_rounds=3, max_rounds=40, slow_call=0.5,
+QUICK = Budget(seconds=0.3, passes=3, min_rounds=1, max_rounds=30, slow_call=0.25,
                peak_seconds=0.2, peak_rounds=3)
+
+
+def budget_for(quick: bool) -> Budget:
+    return QUICK if quick else FULL

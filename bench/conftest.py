@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lowbit.bench.config import FULL, QUICK, THREAD_ENV, THREADS
+from lowbit.bench.config import THREAD_ENV, THREADS, budget_for
 
 _NUMPY_WAS_LOADED = "numpy" in sys.modules
 _LOAD_AT_START: list[float] = []  # 1-minute load average when the session starts
@@ -21,7 +21,8 @@ import pytest  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--lowbit-quick", action="store_true", default=False,
-                     help="fewer rounds per benchmark (lowbit bench --quick, lowbit run)")
+                     help="fewer passes and rounds per benchmark "
+                          "(lowbit bench --quick, lowbit run)")
 
 
 def pytest_configure(config):
@@ -44,7 +45,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session")
 def budget(request):
-    return QUICK if request.config.getoption("--lowbit-quick") else FULL
+    return budget_for(request.config.getoption("--lowbit-quick"))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

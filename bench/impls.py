@@ -16,6 +16,7 @@ import numpy as np
 
 from lowbit.costs import gemm_cost
 from lowbit.kernels import REGISTRY, gemm_int8, pack_weights
+from lowbit.kernels.registry import ISA_RANK
 
 from .config import GEMM_OP
 
@@ -148,3 +149,25 @@ BASELINES = (
 
 def all_impls() -> list[Impl]:
     return lowbit_impls() + list(BASELINES)
+
+
+def _scalar(impl: Impl) -> bool:
+    """A lowbit fallback without SIMD (portable C, Numba): never the fastest, often the slowest."""
+    return impl.family == "lowbit" and ISA_RANK.index(impl.isa) >= ISA_RANK.index("portable")
+
+
+def pass_order() -> list[Impl]:
+    """``all_impls`` in the order one interleaved pass times them.
+
+    The SIMD lowbit variants, then the int8 baselines, then fp32 BLAS, the scalar lowbit
+    fallbacks last: what the speed targets compare runs within about a second in every pass.
+    """
+    impls = all_impls()
+    rank = {"lowbit": 0, "int8": 1, "fp32": 2, "scalar": 3}
+
+    def key(item):
+        i, impl = item
+        kind = "scalar" if _scalar(impl) else impl.family if impl.family == "lowbit" \
+            else impl.precision
+        return rank.get(kind, len(rank)), i
+    return [impl for _, impl in sorted(enumerate(impls), key=key)]

@@ -1,6 +1,8 @@
 """The benchmark report (lowbit.benchtable, lowbit.targets, lowbit.report) and the CLI.
 
 Reports are built from small synthetic pytest-benchmark JSON dicts: nothing is timed here.
+``synthetic()`` is a JSON of the single-pass harness (no ``pass`` in extra_info),
+``synthetic_passes()`` one of the interleaved harness (three passes).
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import sys
 import pytest
 
 from lowbit import benchtable, report, targets
-from lowbit.bench.config import GEMM_SHAPES, gemm_group
-from lowbit.bench.impls import all_impls
+from lowbit.bench.config import FULL, GEMM_SHAPES, QUICK, gemm_group
+from lowbit.bench.impls import all_impls, pass_order
 from lowbit.benchrun import pytest_command
 from lowbit.cli import main
 
@@ -21,12 +23,16 @@ OPS = 2 * 1024 ** 3  # ops of the square GEMM
 
 
 def _entry(group, impl, median, *, family="baseline", precision="int8", ops=OPS,
-           nbytes=6 * 1024 ** 2, shape=SQUARE, fastest=None):
+           nbytes=6 * 1024 ** 2, shape=SQUARE, fastest=None, pass_no=None):
     m, n, k = shape
-    return {"group": group, "name": f"test[{impl}]",
-            "extra_info": {"impl": impl, "family": family, "isa": impl, "precision": precision,
-                           "ops": ops, "bytes": nbytes, "m": m, "n": n, "k": k},
-            "stats": {"median": median, "min": fastest or median, "rounds": 3}}
+    entry = {"group": group, "name": f"test[{impl}]",
+             "extra_info": {"impl": impl, "family": family, "isa": impl, "precision": precision,
+                            "ops": ops, "bytes": nbytes, "m": m, "n": n, "k": k},
+             "stats": {"median": median, "min": fastest or median, "rounds": 3}}
+    if pass_no is not None:
+        entry["name"] = f"test[{group}-p{pass_no}-{impl}]"
+        entry["extra_info"].update({"pass": pass_no, "passes": 3})
+    return entry
 
 
 def _peak(kind, best_s, median_s, ops):
@@ -60,6 +66,35 @@ def synthetic() -> dict:
     }
 
 
+# Per-pass medians (ms) of the interleaved synthetic run; lowbit[portable] only in pass 0.
+PASSES = {
+    "lowbit[avx512_vnni]": ("lowbit", "int8", (2.0, 4.0, 2.0)),
+    "lowbit[avx2]": ("lowbit", "int8", (4.0, 8.0, 1.5)),  # the fastest lowbit in pass 2
+    "torch_int_mm": ("baseline", "int8", (3.0, 3.6, 2.4)),
+    "torch_qlinear_dynamic": ("baseline", "int8", (2.5, 5.0, 3.2)),
+    "numpy_fp32": ("baseline", "fp32", (16.0, 40.0, 12.0)),
+    "lowbit[portable]": ("lowbit", "int8", (40.0,)),
+}
+
+
+def synthetic_passes() -> dict:
+    """The square group timed in three interleaved passes (same machine and peaks).
+
+    Per pass, best lowbit vs the better torch int8: 2.5/2.0 (qlinear), 3.6/4.0 (int_mm),
+    2.4/1.5 (int_mm, against lowbit[avx2]) = 1.25x, 0.9x, 1.6x: median 1.25x. The ratio of
+    the merged medians would instead be 3.0/2.0 = 1.5x.
+    """
+    data = synthetic()
+    g = gemm_group(*SQUARE)
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["group"] == "peak"]
+    for p in range(3):
+        for impl, (family, precision, medians) in PASSES.items():
+            if p < len(medians):
+                data["benchmarks"].insert(-3, _entry(g, impl, medians[p] / 1e3, family=family,
+                                                     precision=precision, pass_no=p))
+    return data
+
+
 def _group(summary, name):
     return next(g for g in summary["groups"] if g["name"] == name)
 
@@ -85,6 +120,102 @@ def test_summary_rates_ratios_and_peak_fractions():
     assert rows["numpy_fp32"]["lowbit_speedup"] == pytest.approx(8.0)
     assert rows["lowbit[avx512_vnni]"]["lowbit_speedup"] == pytest.approx(1.0)
     assert rows["lowbit[avx2]"]["intensity"] == pytest.approx(OPS / (6 * 1024 ** 2))
+
+
+def test_summary_of_passes_takes_median_of_pass_medians_and_per_pass_ratios():
+    group = _group(benchtable.summarize(synthetic_passes()), "gemm_int8-1024x1024x1024")
+    assert group["passes"] == 3
+    rows = {r["impl"]: r for r in group["rows"]}
+    assert [r["impl"] for r in group["rows"]] == [  # by median of pass medians
+        "lowbit[avx512_vnni]", "torch_int_mm", "torch_qlinear_dynamic", "lowbit[avx2]",
+        "numpy_fp32", "lowbit[portable]"]
+    assert rows["lowbit[avx512_vnni]"]["median_s"] == pytest.approx(0.002)
+    assert rows["lowbit[avx2]"]["median_s"] == pytest.approx(0.004)
+    assert rows["torch_qlinear_dynamic"]["median_s"] == pytest.approx(0.0032)
+    assert rows["lowbit[avx2]"]["min_s"] == pytest.approx(0.0015)
+    assert rows["lowbit[avx512_vnni]"]["gops"] == pytest.approx(OPS / 0.002 / 1e9)
+    assert rows["lowbit[avx512_vnni]"]["peak_fraction"] == pytest.approx(0.5)
+    assert (rows["torch_int_mm"]["passes"], rows["torch_int_mm"]["rounds"]) == (3, 9)
+    assert (rows["lowbit[portable]"]["passes"], rows["lowbit[portable]"]["rounds"]) == (1, 3)
+    assert [pp["pass"] for pp in rows["torch_int_mm"]["per_pass"]] == [0, 1, 2]
+    # the best lowbit: least median overall, but per pass the fastest of that pass
+    assert group["best_lowbit"] == "lowbit[avx512_vnni]"
+    assert [(b["pass"], b["impl"]) for b in group["per_pass_best"]] == [
+        (0, "lowbit[avx512_vnni]"), (1, "lowbit[avx512_vnni]"), (2, "lowbit[avx2]")]
+    # speedups within each pass: 3.0/2.0, 3.6/4.0, 2.4/1.5 -> median 1.5, spread 0.9-1.6
+    r = rows["torch_int_mm"]
+    assert r["lowbit_speedup"] == pytest.approx(1.5)
+    assert (r["lowbit_speedup_min"], r["lowbit_speedup_max"]) == (pytest.approx(0.9),
+                                                                  pytest.approx(1.6))
+    assert rows["lowbit[avx512_vnni]"]["lowbit_speedup"] == pytest.approx(1.0)
+    assert rows["lowbit[avx512_vnni]"]["lowbit_speedup_max"] == pytest.approx(2.0 / 1.5)
+    assert rows["lowbit[portable]"]["lowbit_speedup"] == pytest.approx(20.0)  # pass 0 only
+
+
+def test_pass_ratios_pick_the_better_baseline_within_each_pass():
+    group = _group(benchtable.summarize(synthetic_passes()), "gemm_int8-1024x1024x1024")
+    ratios = benchtable.pass_ratios(group, targets.INT8_BASELINES)
+    assert [(p["pass"], p["best_lowbit"], p["baseline"]) for p in ratios] == [
+        (0, "lowbit[avx512_vnni]", "torch_qlinear_dynamic"),
+        (1, "lowbit[avx512_vnni]", "torch_int_mm"), (2, "lowbit[avx2]", "torch_int_mm")]
+    assert [p["ratio"] for p in ratios] == pytest.approx([1.25, 0.9, 1.6])
+    assert benchtable.pass_ratios(group, ("no_such_baseline",)) == []
+
+
+def test_targets_of_passes_are_medians_of_per_pass_ratios_with_spread():
+    results = targets.evaluate(benchtable.summarize(synthetic_passes()))
+    vs_torch, vs_peak = [r for r in results if r["group"] == "gemm_int8-1024x1024x1024"]
+    assert vs_torch["measured"] == pytest.approx(1.25)  # not 3.0 / 2.0 of the medians
+    assert (vs_torch["min"], vs_torch["max"]) == (pytest.approx(0.9), pytest.approx(1.6))
+    assert vs_torch["passes"] == 3 and vs_torch["status"] == targets.MET
+    assert vs_torch["baseline"] == "torch_int_mm"  # 2 of the 3 passes
+    assert [p["baseline"] for p in vs_torch["per_pass"]] == [
+        "torch_qlinear_dynamic", "torch_int_mm", "torch_int_mm"]
+    # peak: ops / fastest lowbit of the pass / ceiling = 1/2, 1/4, 1/1.5
+    assert vs_peak["measured"] == pytest.approx(0.5)
+    assert (vs_peak["min"], vs_peak["max"]) == (pytest.approx(0.25), pytest.approx(2 / 3))
+    assert vs_peak["status"] == targets.MISSED
+    # a goal between the per-pass median (1.25x) and the ratio of medians (1.5x) is missed
+    strict = targets.Target("strict", SQUARE, 1.3, targets.INT8_BASELINES)
+    [result] = targets.evaluate(benchtable.summarize(synthetic_passes()), [strict])
+    assert result["status"] == targets.MISSED and result["measured"] == pytest.approx(1.25)
+    rows = targets.target_rows(results)
+    row = rows[[r["group"] for r in results].index("gemm_int8-1024x1024x1024")]
+    assert row[2:] == ("torch_int_mm (2/3)", "1.25x (0.90-1.60)", "3", ">= 1.10x", "met")
+    assert rows[-1][3:5] == ("50.0% (25.0-66.7)", "3")
+
+
+def test_single_pass_json_is_pass_zero():
+    """A JSON of the old harness (no extra_info["pass"]) is one pass: no spread shown."""
+    summary = benchtable.summarize(synthetic())
+    group = _group(summary, "gemm_int8-1024x1024x1024")
+    assert group["passes"] == 1 and [b["pass"] for b in group["per_pass_best"]] == [0]
+    assert all(r["passes"] == 1 and r["lowbit_speedup_min"] == r["lowbit_speedup_max"]
+               for r in group["rows"])
+    results = targets.evaluate(summary)
+    vs_torch = results[[t.group for t in targets.default_targets()].index(group["name"])]
+    assert vs_torch["min"] == vs_torch["max"] == pytest.approx(1.25)
+    row = targets.target_rows(results)[results.index(vs_torch)]
+    assert row[2:5] == ("torch_qlinear_dynamic", "1.25x", "1")
+
+
+def test_passes_render_with_footnotes_and_per_pass_json(tmp_path):
+    saved_report = report.write_report(tmp_path, synthetic_passes())
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved == json.loads(json.dumps(saved_report))
+    vs_torch = next(t for t in saved["targets"] if t["group"] == "gemm_int8-1024x1024x1024")
+    assert [p["ratio"] for p in vs_torch["per_pass"]] == pytest.approx([1.25, 0.9, 1.6])
+    assert saved["groups"][0]["rows"][0]["per_pass"][1] == {
+        "pass": 1, "median_s": pytest.approx(0.004), "min_s": pytest.approx(0.004),
+        "rounds": 3}
+    text = report.render(saved_report)
+    line = next(ln for ln in text.splitlines() if ln.startswith("torch_int_mm"))
+    assert line.split() == ["torch_int_mm", "3.00", "ms", "715.8", "33.3%", "1.50x", "3",
+                            "9"]
+    assert "median of an implementation's per-pass medians" in " ".join(text.split())
+    assert "1.25x (0.90-1.60)" in text and "Passes per group: 3." in text
+    md = (tmp_path / "report.md").read_text()
+    assert " 1.25x (0.90-1.60) |" in md and "median over passes" in " ".join(md.split())
 
 
 def test_summary_without_peak_or_lowbit_gives_none_not_errors():
@@ -203,17 +334,35 @@ def test_pytest_command_runs_only_bench_modules():
     assert cmd[cmd.index("-k") + 1] == "(1024x1024x1024) or peak"
 
 
-def test_bench_suite_collects_every_group():
+def test_budget_splits_rounds_over_passes():
+    assert (FULL.passes, QUICK.passes) == (5, 3)
+    assert FULL.pass_seconds == pytest.approx(FULL.seconds / 5)
+    assert FULL.rounds(1e-6) == FULL.max_rounds  # per pass
+    assert FULL.rounds(FULL.pass_seconds / 4) == max(FULL.min_rounds, 4)
+    assert FULL.rounds(FULL.slow_call) == 1 and FULL.first_pass_only(FULL.slow_call)
+    assert not QUICK.first_pass_only(QUICK.slow_call / 2)
+
+
+def test_pass_order_puts_what_the_targets_compare_first():
+    order = [impl.name for impl in pass_order()]
+    assert sorted(order) == sorted(impl.name for impl in all_impls())
+    assert order.index("torch_int_mm") < order.index("numpy_fp32") < order.index("torch_fp32")
+    assert all(order.index(name) > order.index("torch_fp32") for name in order
+               if name in ("lowbit[portable]", "lowbit[numba]"))
+
+
+def test_bench_suite_collects_every_group_interleaved():
     cmd = pytest_command(None, extra=("--collect-only",))
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    names = [impl.name for impl in all_impls()]
+    names = [impl.name for impl in pass_order()]
     assert {"torch_int_mm", "torch_qlinear_dynamic", "numpy_fp32", "torch_fp32"} < set(names)
-    for shape in GEMM_SHAPES:
-        for name in names:
-            assert f"[{gemm_group(*shape)}-{name}]" in done.stdout
     lines = done.stdout.splitlines()
+    gemm = [ln.split("[", 1)[1][:-1] for ln in lines if "::test_gemm_int8[" in ln]
+    # shape -> pass -> implementation: each pass times the whole group back to back
+    assert gemm == [f"{gemm_group(*shape)}-p{p}-{name}" for shape in GEMM_SHAPES
+                    for p in range(FULL.passes) for name in names]
     assert lines[0].endswith("test_peak[int8_vnni-first]")  # peaks first and last
     assert "bench_peak.py::test_peak[int8_vnni-last]" in lines
     assert "[gemm_int8-1x4096x4096-lowbit[ref]]" not in done.stdout
