@@ -20,7 +20,7 @@ setup(
     name="lowbit",
     version="0.1.0",
     description="Low-bit neural network kernels, compression, accelerator simulation and rooflines",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
     package_data={"lowbit.simulator": ["profiles/*.toml"]},

@@ -104,7 +104,13 @@ class Gemm(Layer):
 
 @dataclass(frozen=True)
 class Conv2d(Layer):
-    """A 2-D convolution on one image (batch 1): depthwise and grouped convs are real groups."""
+    """A 2-D convolution on one image (batch 1): depthwise and grouped convs are real groups.
+
+    ``ceil_mode`` rounds the output size up, out = ceil((in + 2 * padding - kernel) / stride)
+    + 1, so a last window may hang over the bottom / right edge. SCALE-Sim sizes every conv
+    this way (``topo_calc_hyperparams``: ceil((H - R + stride) / stride)); its topologies are
+    read with ``ceil_mode=True``. The default is the usual floor.
+    """
 
     in_h: int = 1
     in_w: int = 1
@@ -116,6 +122,7 @@ class Conv2d(Layer):
     padding: int = 0
     groups: int = 1
     bias: bool = False
+    ceil_mode: bool = False
 
     def __post_init__(self) -> None:
         self._validate_common()
@@ -125,16 +132,21 @@ class Conv2d(Layer):
         if self.in_ch % self.groups or self.out_ch % self.groups:
             raise WorkloadError(f"layer {self.name!r}: groups={self.groups} must divide in_ch="
                                 f"{self.in_ch} and out_ch={self.out_ch}")
-        if self.out_h < 1 or self.out_w < 1:
+        if (self.kernel_h > self.in_h + 2 * self.padding
+                or self.kernel_w > self.in_w + 2 * self.padding):
             raise WorkloadError(f"layer {self.name!r}: kernel larger than the padded input")
+
+    def _out(self, size: int, kernel: int) -> int:
+        span = size + 2 * self.padding - kernel
+        return (-(-span // self.stride) if self.ceil_mode else span // self.stride) + 1
 
     @property
     def out_h(self) -> int:
-        return (self.in_h + 2 * self.padding - self.kernel_h) // self.stride + 1
+        return self._out(self.in_h, self.kernel_h)
 
     @property
     def out_w(self) -> int:
-        return (self.in_w + 2 * self.padding - self.kernel_w) // self.stride + 1
+        return self._out(self.in_w, self.kernel_w)
 
     def gemms(self) -> tuple[GemmShape, ...]:
         k = self.kernel_h * self.kernel_w * (self.in_ch // self.groups)
@@ -166,11 +178,17 @@ class BatchedMatmul(Layer):
 
 @dataclass(frozen=True)
 class Workload:
-    """A named list of layers, with where its shapes come from."""
+    """A named list of layers, with where its shapes come from.
+
+    ``extra_params`` counts weights held by parts of the network that do no MACs and so are
+    not layers here (embedding tables, normalization scales and shifts); ``total_params``
+    adds them to the layers' weights, for comparison with published model sizes.
+    """
 
     name: str
     layers: tuple[Layer, ...]
     source: str = ""
+    extra_params: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -178,7 +196,13 @@ class Workload:
             raise WorkloadError(f"workload {self.name!r} has no layers")
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
-            raise WorkloadError(f"workload {self.name!r}: layer names must be unique")
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise WorkloadError(f"workload {self.name!r}: layer names must be unique, "
+                                f"repeated: {', '.join(map(repr, dup))}")
+        if (not isinstance(self.extra_params, int) or isinstance(self.extra_params, bool)
+                or self.extra_params < 0):
+            raise WorkloadError(f"workload {self.name!r}: extra_params must be an integer >= 0, "
+                                f"got {self.extra_params!r}")
 
     @property
     def macs(self) -> int:
@@ -186,4 +210,10 @@ class Workload:
 
     @property
     def params(self) -> int:
+        """Weights held by the layers (GEMM and convolution weights and their biases)."""
         return sum(layer.params for layer in self.layers)
+
+    @property
+    def total_params(self) -> int:
+        """All weights of the network: the layers' plus ``extra_params``."""
+        return self.params + self.extra_params
