@@ -7,7 +7,7 @@ every pass holds one benchmark per implementation, timed back to back with the o
 * an implementation's reported median is the median of its per-pass medians; GOP/s =
   extra_info["ops"] / that median, and "% of peak" compares that rate with the best run of
   the matching peak loop (int8 kernels: ``int8_vnni``, fp32 baselines: ``fp32_fma``), the
-  ceiling as ``lowbit.kernels.peak`` defines it;
+  ceiling as ``lowbit.kernels.peak`` defines it (binary kernels have none: n/a);
 * ratios are taken within a pass, then the median over passes: "best lowbit x" of a row is,
   per pass, its median divided by the median of that pass's fastest lowbit variant; how many
   times faster lowbit's best is. ``pass_ratios`` does the same for the speed targets.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from lowbit.bench.config import GEMM_SHAPES, PEAK_GROUP, gemm_group
+from lowbit.bench.config import PEAK_GROUP, SHAPES, gemm_group
 
 PEAK_OF_PRECISION = {"int8": "int8_vnni", "fp32": "fp32_fma"}
 _REQUIRED = ("impl", "family", "precision", "ops", "bytes")
@@ -63,7 +63,7 @@ def peaks(data: dict) -> dict[str, dict]:
 
 
 def _group_order(name: str) -> tuple[int, str]:
-    order = [gemm_group(*shape) for shape in GEMM_SHAPES]
+    order = [gemm_group(*shape, op=op) for op, shapes in SHAPES.items() for shape in shapes]
     return (order.index(name), "") if name in order else (len(order), name)
 
 

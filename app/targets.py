@@ -1,9 +1,12 @@
-"""Speed goals of the int8 GEMM, evaluated on one benchmark run (per pass, then the median).
+"""Speed goals of the GEMMs, evaluated on one benchmark run (per pass, then the median).
 
+gemm_int8:
     best lowbit >= 1.1x the better of torch_int_mm / torch_qlinear_dynamic   for M >= 128
     best lowbit >= 1.0x the better of the two                                for M = 1, 16
     best lowbit >= 5x numpy_fp32                                             at 128x4096x4096
     best lowbit >= 75% of the measured int8 VNNI peak                        at 1024x1024x1024
+gemm_binary (effective MAC/s: a binary MAC counts as a MAC, so this is a ratio of times):
+    best lowbit binary >= 20x numpy_fp32 on the same +-1 matrices            at 1024x1024x4096
 
 Every ratio is taken within one interleaved pass of the benchmark (lowbit.bench times all
 implementations of a group back to back in each pass): the fastest lowbit ISA variant of that
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowbit.bench.config import GEMM_SHAPES, gemm_group
+from lowbit.bench.config import BINARY_OP, GEMM_OP, GEMM_SHAPES, gemm_group
 
 from . import benchtable
 
@@ -30,10 +33,11 @@ class Target:
     shape: tuple[int, int, int]
     goal: float
     baselines: tuple[str, ...] = ()  # speedup over the fastest of these; () = peak fraction
+    op: str = GEMM_OP                # whose benchmark group it reads
 
     @property
     def group(self) -> str:
-        return gemm_group(*self.shape)
+        return gemm_group(*self.shape, op=self.op)
 
 
 def default_targets() -> list[Target]:
@@ -45,6 +49,8 @@ def default_targets() -> list[Target]:
                                 1.1 if m >= 128 else 1.0, INT8_BASELINES))
     found.append(Target("best lowbit vs numpy_fp32", (128, 4096, 4096), 5.0, ("numpy_fp32",)))
     found.append(Target("best lowbit / int8_vnni peak", (1024, 1024, 1024), 0.75))
+    found.append(Target("best lowbit binary vs numpy_fp32", (1024, 1024, 4096), 20.0,
+                        ("numpy_fp32",), op=BINARY_OP))
     return found
 
 

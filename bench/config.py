@@ -21,15 +21,24 @@ GEMM_SHAPES = (
     (3136, 64, 576),      # ResNet 3x3 conv, 56x56x64 -> 64, as a GEMM via im2col
 )
 
+# Binary (XNOR-Net) GEMM: +-1 values, K in bits; the same logical shapes for its baselines.
+BINARY_SHAPES = (
+    (1024, 1024, 4096),   # square-ish batch, XNOR-Net's target regime
+    (128, 4096, 4096),    # prefill chunk
+    (1, 4096, 4096),      # one token
+)
+
 GEMM_OP = "gemm_int8"
+BINARY_OP = "gemm_binary"
+SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES}  # op -> its GEMM groups, in order
 PEAK_GROUP = "peak"
 PEAK_KINDS = ("int8_vnni", "fp32_fma")
 PEAK_WHEN = ("first", "last")  # peak loops run at both ends of the session
 
 
-def gemm_group(m: int, n: int, k: int) -> str:
-    """The benchmark group of one GEMM shape, e.g. ``gemm_int8-1024x1024x1024``."""
-    return f"{GEMM_OP}-{m}x{n}x{k}"
+def gemm_group(m: int, n: int, k: int, op: str = GEMM_OP) -> str:
+    """The benchmark group of one GEMM shape of ``op``, e.g. ``gemm_int8-1024x1024x1024``."""
+    return f"{op}-{m}x{n}x{k}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The competing implementations of one GEMM problem, each prepared outside the timed call.
 
-An ``Impl`` turns a ``Problem`` (seeded int8 activations [M, K] and weights [K, N]) into a
-zero-argument callable that does only the timed work: weights are packed, converted or
-quantized once in ``prepare``. Every lowbit ISA variant usable here comes from the registry,
-so a new kernel is benchmarked without touching this file.
+An ``Impl`` turns a problem of its op into a zero-argument callable that does only the timed
+work: weights are packed, converted or quantized once in ``prepare``. ``gemm_int8`` problems
+(``Problem``) are seeded int8 activations [M, K] and weights [K, N]; ``gemm_binary`` problems
+(``BinaryProblem``) seeded +-1 matrices of the same logical shape, which its baselines run in
+fp32 and int8. Every lowbit ISA variant usable here comes from the registry, so a new kernel
+is benchmarked without touching this file.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from typing import Callable
 import numpy as np
 
 from lowbit.costs import gemm_cost
-from lowbit.kernels import REGISTRY, gemm_int8, pack_weights
+from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8,
+                            pack_binary_activations, pack_weights)
 from lowbit.kernels.registry import ISA_RANK
 
-from .config import GEMM_OP
+from .config import BINARY_OP, GEMM_OP
 
 SEED = 20240601
 
@@ -57,20 +60,66 @@ def problem(m: int, n: int, k: int) -> Problem:
     return Problem(m, n, k)
 
 
+class BinaryProblem:
+    """Seeded +-1 operands of C[M, N] = A[M, K] @ W[K, N]: bit-packed for lowbit's binary
+    GEMM, float32 and int8 for the baselines; derived forms are built on first use."""
+
+    def __init__(self, m: int, n: int, k: int) -> None:
+        rng = np.random.default_rng([SEED, 1, m, n, k])
+        self.m, self.n, self.k = m, n, k
+        self.a = (rng.integers(0, 2, size=(m, k), dtype=np.int8) * 2 - 1).astype(np.int8)
+        self.w_kn = (rng.integers(0, 2, size=(k, n), dtype=np.int8) * 2 - 1).astype(np.int8)
+
+    @functools.cached_property
+    def a_bits(self) -> np.ndarray:
+        return pack_binary_activations(self.a)
+
+    @functools.cached_property
+    def w_bits(self):
+        return pack_weights(self.w_kn, "binary")
+
+    @functools.cached_property
+    def w_int8(self):
+        return pack_weights(self.w_kn)
+
+    @functools.cached_property
+    def a_f32(self) -> np.ndarray:
+        return self.a.astype(np.float32)
+
+    @functools.cached_property
+    def w_f32(self) -> np.ndarray:
+        return self.w_kn.astype(np.float32)
+
+    @functools.cached_property
+    def expected(self) -> np.ndarray:
+        """The exact int32 product: fp32 BLAS sums +-1 exactly while K <= 2^24."""
+        assert self.k <= 2 ** 24
+        return (self.a_f32 @ self.w_f32).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def binary_problem(m: int, n: int, k: int) -> BinaryProblem:
+    return BinaryProblem(m, n, k)
+
+
+PROBLEMS = {GEMM_OP: problem, BINARY_OP: binary_problem}  # op -> (m, n, k) -> its problem
+
+
 @dataclass(frozen=True)
 class Impl:
     name: str                      # e.g. "lowbit[avx512_vnni]", "torch_int_mm"
     family: str                    # "lowbit" or "baseline"
     isa: str                       # lowbit ISA variant, or the backend of a baseline
     precision: str                 # "int8" or "fp32": the peak it is compared with
-    prepare: Callable[[Problem], Callable[[], object]]
+    prepare: Callable[[Problem], Callable[[], object]]  # (or BinaryProblem, per op)
     cost: Callable[[int, int, int], tuple[int, int]]  # (m, n, k) -> (ops, bytes)
+    op: str = GEMM_OP              # the operation whose groups it competes in
 
     def info(self, m: int, n: int, k: int) -> dict:
         """The ``extra_info`` every benchmark records."""
         ops, nbytes = self.cost(m, n, k)
         return {"impl": self.name, "family": self.family, "isa": self.isa,
-                "precision": self.precision, "op": GEMM_OP, "m": m, "n": n, "k": k,
+                "precision": self.precision, "op": self.op, "m": m, "n": n, "k": k,
                 "ops": ops, "bytes": nbytes, "intensity": ops / nbytes}
 
 
@@ -147,7 +196,53 @@ BASELINES = (
 )
 
 
-def all_impls() -> list[Impl]:
+# --- gemm_binary ------------------------------------------------------------------------
+
+def _lowbit_binary(isa: str, cost) -> Impl:
+    def prepare(p: BinaryProblem):
+        # A tiny first call compiles (Numba) or faults in code before any timing.
+        gemm_binary(np.zeros((1, 1), np.uint64), np.zeros((8, 1), np.uint64), 8, isa=isa)
+        a, wp, k = p.a_bits, p.w_bits, p.k
+        if not np.array_equal(gemm_binary(a, wp, k, isa=isa), p.expected):
+            raise AssertionError(f"lowbit[{isa}] differs from the fp32 +-1 product at "
+                                 f"{p.m}x{p.n}x{p.k}; not benchmarking a wrong kernel")
+        return lambda: gemm_binary(a, wp, k, isa=isa)
+    return Impl(f"lowbit[{isa}]", "lowbit", isa, "binary", prepare, cost, BINARY_OP)
+
+
+def _binary_numpy_fp32(p: BinaryProblem):
+    a, w = p.a_f32, p.w_f32
+    return lambda: a @ w
+
+
+def _binary_lowbit_int8(p: BinaryProblem):
+    a, wp = p.a, p.w_int8
+    if not np.array_equal(gemm_int8(a, wp), p.expected):
+        raise AssertionError(f"lowbit_int8 differs from the fp32 +-1 product at "
+                             f"{p.m}x{p.n}x{p.k}")
+    return lambda: gemm_int8(a, wp)
+
+
+def binary_impls() -> list[Impl]:
+    """Every gemm_binary variant usable here except the NumPy ref, then its baselines: NumPy
+    fp32 and lowbit's own int8 GEMM (its best variant) on the same +-1 matrices."""
+    lowbit = [_lowbit_binary(k.key.isa, k.cost)
+              for k in REGISTRY.kernels(BINARY_OP, "b1", "binary", usable=True)
+              if k.key.isa != "ref"]
+    return lowbit + [
+        Impl("numpy_fp32", "baseline", "numpy_blas", "fp32", _binary_numpy_fp32,
+             _bits(32, 32, 32), BINARY_OP),
+        Impl("lowbit_int8", "baseline", dispatch_info()[GEMM_OP]["selected"], "int8",
+             _binary_lowbit_int8, _bits(8, 8, 32), BINARY_OP),
+    ]
+
+
+def all_impls(op: str = GEMM_OP) -> list[Impl]:
+    """The implementations competing in the groups of ``op``."""
+    if op == BINARY_OP:
+        return binary_impls()
+    if op != GEMM_OP:
+        raise ValueError(f"op: no benchmark implementations for {op!r}")
     return lowbit_impls() + list(BASELINES)
 
 
@@ -156,13 +251,13 @@ def _scalar(impl: Impl) -> bool:
     return impl.family == "lowbit" and ISA_RANK.index(impl.isa) >= ISA_RANK.index("portable")
 
 
-def pass_order() -> list[Impl]:
-    """``all_impls`` in the order one interleaved pass times them.
+def pass_order(op: str = GEMM_OP) -> list[Impl]:
+    """``all_impls(op)`` in the order one interleaved pass times them.
 
     The SIMD lowbit variants, then the int8 baselines, then fp32 BLAS, the scalar lowbit
     fallbacks last: what the speed targets compare runs within about a second in every pass.
     """
-    impls = all_impls()
+    impls = all_impls(op)
     rank = {"lowbit": 0, "int8": 1, "fp32": 2, "scalar": 3}
 
     def key(item):

@@ -50,6 +50,22 @@ int lb_gemm_int8_avx512_vnni(int64_t, int64_t, int64_t, const void *, int64_t, i
                              const int8_t *, const int32_t *, const lb_epilogue *, void *,
                              int64_t);
 
+/* Binary GEMM weight panels: LB_B_NR output columns of 64-bit words (gemm_binary_frame.inc). */
+#define LB_B_NR 32
+
+/* Per-ISA binary GEMM entry points (one per gemm_binary_<isa>.c); AVX-512 means VPOPCNTDQ. */
+typedef int (*lb_gemm_binary_fn)(int64_t m, int64_t n, int64_t k, const uint64_t *a,
+                                 int64_t lda, const uint64_t *w, const float *alpha,
+                                 const float *beta, void *out, int64_t ldo);
+int lb_gemm_binary_portable(int64_t, int64_t, int64_t, const uint64_t *, int64_t,
+                            const uint64_t *, const float *, const float *, void *, int64_t);
+int lb_gemm_binary_avx2(int64_t, int64_t, int64_t, const uint64_t *, int64_t, const uint64_t *,
+                        const float *, const float *, void *, int64_t);
+int lb_gemm_binary_avx512(int64_t, int64_t, int64_t, const uint64_t *, int64_t,
+                          const uint64_t *, const float *, const float *, void *, int64_t);
+/* The portable variant's popcount flavour (lb_gemm_binary_force_generic_popcount). */
+extern int lb_binary_generic_popcount;
+
 void *lb_aligned_alloc(size_t bytes);
 void lb_aligned_free(void *p);
 

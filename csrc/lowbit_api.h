@@ -42,6 +42,23 @@ int lb_gemm_int8(int isa, int64_t m, int64_t n, int64_t k,
                  const int8_t *w, const int32_t *w_colsum,
                  const lb_epilogue *ep, void *out, int64_t ldo);
 
+/* Binary (XNOR-Net) GEMM over +-1 values bit-packed along K (see gemm_binary_frame.inc):
+ *   dot[i, j] = k - 2 * popcount(a_i XOR w_j) over the k logical bits = sum_k a[i,k] w[k,j];
+ *   out: int32 dot when alpha and beta are both NULL, else float32 (dot * beta[i]) * alpha[j]
+ *   (a NULL one counts as all ones).
+ * a: uint64 [M, ceil(k / 64)], rows lda words apart; bit b of word q is K index 64 q + b.
+ * w: packed binary panels (lowbit.kernels.formats.BINARY_PANELS). Bits past k are ignored.
+ * out: rows ldo elements apart. isa < 0 runs lb_gemm_binary_selected().
+ * Returns 0, or a negative code for arguments the wrapper should have rejected. */
+int lb_gemm_binary(int isa, int64_t m, int64_t n, int64_t k, const uint64_t *a, int64_t lda,
+                   const uint64_t *w, const float *alpha, const float *beta, void *out,
+                   int64_t ldo);
+int lb_gemm_binary_supported(int isa);  /* this CPU and OS can run gemm_binary's variant isa */
+int lb_gemm_binary_selected(void);      /* best usable gemm_binary variant */
+/* Test hook: nonzero makes the portable variant use the baseline popcount routine even on a
+ * CPU with POPCNT; returns the previous setting. */
+int lb_gemm_binary_force_generic_popcount(int on);
+
 /* Register-resident peak loops, run on all pool threads; return ops done. */
 double lb_peak_int8_vnni(int64_t iters);
 double lb_peak_fp32_fma(int64_t iters);

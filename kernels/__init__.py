@@ -5,9 +5,16 @@
     >>> w = pack_weights(np.ones((64, 32), np.int8))        # [K, N], packed once
     >>> gemm_int8(np.ones((2, 64), np.int8), w).shape      # int32 [M, N]
     (2, 32)
+    >>> from lowbit.kernels import gemm_binary, pack_binary_activations
+    >>> wb = pack_weights(np.ones((100, 3)), "binary")      # +-1 signs [K, N], bit-packed
+    >>> gemm_binary(pack_binary_activations(np.ones((2, 100))), wb, 100)  # K - 2 popcount
+    array([[100, 100, 100],
+           [100, 100, 100]], dtype=int32)
 """
 from .epilogue import Dequantize, Requantize, quantize_multiplier
-from .formats import FORMATS, PackedWeights, pack_weights
+from .formats import (FORMATS, PackedBinaryWeights, PackedWeights, pack_binary_activations,
+                      pack_weights)
+from .gemm_binary import gemm_binary
 from .gemm_int8 import gemm_int8, max_safe_k
 from .native import cpu_features, num_threads, set_num_threads
 from .registry import ISA_RANK, REGISTRY, Kernel, KernelKey
@@ -19,7 +26,8 @@ def dispatch_info() -> dict:
 
 
 __all__ = [
-    "Dequantize", "FORMATS", "ISA_RANK", "Kernel", "KernelKey", "PackedWeights", "REGISTRY",
-    "Requantize", "cpu_features", "dispatch_info", "gemm_int8", "max_safe_k", "num_threads",
-    "pack_weights", "quantize_multiplier", "set_num_threads",
+    "Dequantize", "FORMATS", "ISA_RANK", "Kernel", "KernelKey", "PackedBinaryWeights",
+    "PackedWeights", "REGISTRY", "Requantize", "cpu_features", "dispatch_info", "gemm_binary",
+    "gemm_int8", "max_safe_k", "num_threads", "pack_binary_activations", "pack_weights",
+    "quantize_multiplier", "set_num_threads",
 ]

@@ -1,13 +1,15 @@
 """NumPy references: they define what every optimized kernel must compute.
 
 Integer results of every variant are compared with these for exact equality; float
-epilogues within FLOAT_RTOL / FLOAT_ATOL.
+epilogues (gemm_int8's Dequantize, gemm_binary's alpha/beta scaling) within FLOAT_RTOL /
+FLOAT_ATOL.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .epilogue import INT32_MAX, INT32_MIN, Prepared
+from .formats import unpack_bits
 
 # Float epilogue tolerance against the reference. The C variants use the same float32
 # operations in the same order and are in practice bit-identical; the bound is for
@@ -61,3 +63,27 @@ def apply_epilogue(acc: np.ndarray, ep: Prepared) -> np.ndarray:
         return requantize(acc, ep.multiplier, ep.shift, src.zero_point, src.qmin, src.qmax,
                           ep.bias, ep.out_dtype)
     return dequantize(acc, ep.a_scale, ep.w_scale, ep.bias)
+
+
+def gemm_binary(a_bits: np.ndarray, w_rows: np.ndarray, k: int) -> np.ndarray:
+    """int32 dot[i, j] = sum_k a[i, k] * w[j, k] over the +-1 values of the first K bits.
+
+    a_bits: uint64 [M, ceil(K/64)] activation rows, w_rows: uint64 [N, ceil(K/64)] weight
+    rows (one per output column), both in the format of ``formats.pack_bits``: bit 1 = +1,
+    bit 0 = -1, bits past K ignored. Equal to K - 2 * popcount(a_i XOR w_j) over those bits.
+    """
+    a = unpack_bits(a_bits, k).astype(np.int64)
+    w = unpack_bits(w_rows, k).astype(np.int64)
+    return (a @ w.T).astype(np.int32)
+
+
+def binary_scale(dot: np.ndarray, alpha: np.ndarray | None,
+                 beta: np.ndarray | None) -> np.ndarray:
+    """XNOR-Net scaling: float32 ``dot * beta[i] * alpha[j]``, left to right in float32
+    (a missing vector counts as ones)."""
+    out = dot.astype(np.float32)
+    if beta is not None:
+        out = out * beta.astype(np.float32)[:, None]
+    if alpha is not None:
+        out = out * alpha.astype(np.float32)[None, :]
+    return out

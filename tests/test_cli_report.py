@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from lowbit import benchtable, report, targets
-from lowbit.bench.config import FULL, GEMM_SHAPES, QUICK, gemm_group
+from lowbit.bench.config import BINARY_OP, BINARY_SHAPES, FULL, GEMM_SHAPES, QUICK, gemm_group
 from lowbit.bench.impls import all_impls, pass_order
 from lowbit.benchrun import pytest_command
 from lowbit.cli import main
@@ -182,7 +182,7 @@ def test_targets_of_passes_are_medians_of_per_pass_ratios_with_spread():
     rows = targets.target_rows(results)
     row = rows[[r["group"] for r in results].index("gemm_int8-1024x1024x1024")]
     assert row[2:] == ("torch_int_mm (2/3)", "1.25x (0.90-1.60)", "3", ">= 1.10x", "met")
-    assert rows[-1][3:5] == ("50.0% (25.0-66.7)", "3")
+    assert rows[results.index(vs_peak)][3:5] == ("50.0% (25.0-66.7)", "3")
 
 
 def test_single_pass_json_is_pass_zero():
@@ -363,6 +363,10 @@ def test_bench_suite_collects_every_group_interleaved():
     # shape -> pass -> implementation: each pass times the whole group back to back
     assert gemm == [f"{gemm_group(*shape)}-p{p}-{name}" for shape in GEMM_SHAPES
                     for p in range(FULL.passes) for name in names]
+    binary = [ln.split("[", 1)[1][:-1] for ln in lines if "::test_gemm_binary[" in ln]
+    assert binary == [f"{gemm_group(*shape, op=BINARY_OP)}-p{p}-{impl.name}"
+                      for shape in BINARY_SHAPES for p in range(FULL.passes)
+                      for impl in pass_order(BINARY_OP)]
     assert lines[0].endswith("test_peak[int8_vnni-first]")  # peaks first and last
     assert "bench_peak.py::test_peak[int8_vnni-last]" in lines
     assert "[gemm_int8-1x4096x4096-lowbit[ref]]" not in done.stdout
