@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lowbit import simulate_cmd
+
 
 def _cmd_info(args) -> int:
     from lowbit import kernels
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default="lowbit-report",
                    help="report folder (created if missing; default: %(default)s)")
     p.set_defaults(func=_cmd_run)
+
+    simulate_cmd.add_parser(sub)
     return parser
 
 
