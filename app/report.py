@@ -97,6 +97,12 @@ def render(report: dict, *, markdown: bool = False, machine_section: bool = True
                                          benchtable.peak_rows(report["peaks"]))]
     for g in report["groups"]:
         ops = g["rows"][0]["ops"]
+        if g["m"] is None:  # not a GEMM (e.g. the simulator): no shape, no GOP/s or peak
+            keep = [0, 1, 4, 5, 6]
+            parts += [heading(g["name"]),
+                      table([benchtable.GROUP_HEADERS[i] for i in keep],
+                            [[row[i] for i in keep] for row in benchtable.group_rows(g)])]
+            continue
         parts += [heading(f"{g['name']}  (M={g['m']} N={g['n']} K={g['k']}, "
                           f"{ops / 1e9:.3g} GOP per call)"),
                   table(benchtable.GROUP_HEADERS, benchtable.group_rows(g))]
