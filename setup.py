@@ -23,7 +23,7 @@ setup(
     python_requires=">=3.11",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    package_data={"lowbit.simulator": ["profiles/*.toml"]},
+    package_data={"lowbit.simulator": ["profiles/*.toml"], "lowbit.roofline": ["profiles/*.toml"]},
     setup_requires=["cffi>=1.16"],
     cffi_modules=["csrc/ffibuild.py:ffibuilder"],
     install_requires=[

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lowbit import simulate_cmd
+from lowbit import roofline_cmd, simulate_cmd
 
 
 def _cmd_info(args) -> int:
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     simulate_cmd.add_parser(sub)
+    roofline_cmd.add_parser(sub)
     return parser
 
 
