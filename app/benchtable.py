@@ -17,11 +17,15 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from lowbit.bench.config import PEAK_GROUP, SHAPES, gemm_group
+from lowbit.bench.config import BANDWIDTH_GROUP, PEAK_GROUP, SHAPES, gemm_group
 
-PEAK_OF_PRECISION = {"int8": "int8_vnni", "fp32": "fp32_fma"}
+# int4-weight kernels: w4a16 multiplies in float32 (FMA), w4a8 in int8 (VNNI)
+PEAK_OF_PRECISION = {"int8": "int8_vnni", "fp32": "fp32_fma", "w4a16": "fp32_fma",
+                     "w4a8": "int8_vnni"}
 _REQUIRED = ("impl", "family", "precision", "ops", "bytes")
 _REQUIRED_PEAK = ("impl", "ops")
+_REQUIRED_BANDWIDTH = ("impl", "bytes")
+_SPECIAL_GROUPS = (PEAK_GROUP, BANDWIDTH_GROUP)  # ceilings, not GEMM groups
 
 
 def _rate(ops: float, seconds: float) -> float | None:
@@ -35,7 +39,8 @@ def _entries(data: dict) -> list[dict]:
     entries = data["benchmarks"]
     for b in entries:
         info = b.get("extra_info", {})
-        required = _REQUIRED_PEAK if b.get("group") == PEAK_GROUP else _REQUIRED
+        required = {PEAK_GROUP: _REQUIRED_PEAK, BANDWIDTH_GROUP: _REQUIRED_BANDWIDTH}.get(
+            b.get("group"), _REQUIRED)
         missing = [key for key in required if key not in info]
         if missing:
             raise ValueError(f"benchmark JSON: {b.get('name', '?')} lacks extra_info "
@@ -58,6 +63,22 @@ def peaks(data: dict) -> dict[str, dict]:
         seen = out.setdefault(info["impl"], {"gops": None, "median_gops": None, "runs": 0})
         seen["gops"] = max(filter(None, (seen["gops"], best)), default=None)
         seen["median_gops"] = max(filter(None, (seen["median_gops"], median)), default=None)
+        seen["runs"] += 1
+    return out
+
+
+def bandwidths(data: dict) -> dict[str, dict]:
+    """Per read-bandwidth loop (group ``bandwidth``): GB/s of its best run (the ceiling) and
+    of its median run, the highest of each over its measurements (both session ends)."""
+    out: dict[str, dict] = {}
+    for b in _entries(data):
+        if b.get("group") != BANDWIDTH_GROUP:
+            continue
+        info, stats = b["extra_info"], b["stats"]
+        best, median = _rate(info["bytes"], stats["min"]), _rate(info["bytes"], stats["median"])
+        seen = out.setdefault(info["impl"], {"gbps": None, "median_gbps": None, "runs": 0})
+        seen["gbps"] = max(filter(None, (seen["gbps"], best)), default=None)
+        seen["median_gbps"] = max(filter(None, (seen["median_gbps"], median)), default=None)
         seen["runs"] += 1
     return out
 
@@ -106,7 +127,8 @@ def pass_ratios(group: dict, baselines: tuple[str, ...]) -> list[dict]:
 
 
 def summarize(data: dict) -> dict:
-    """``{"peaks": ..., "groups": [...]}``: one table per benchmark group except ``peak``.
+    """``{"peaks": ..., "bandwidth": ..., "groups": [...]}``: the ceilings (``peaks``,
+    ``bandwidths``) and one table per benchmark group except ``peak`` and ``bandwidth``.
 
     Each group: name, m, n, k, passes (how many), best_lowbit (the lowbit variant of least
     median, or None), per_pass_best (per pass: pass, impl and median_s of its fastest lowbit
@@ -119,7 +141,7 @@ def summarize(data: dict) -> dict:
     found: dict[str, dict[str, list[dict]]] = {}
     shapes: dict[str, tuple] = {}
     for b in _entries(data):
-        if b.get("group") == PEAK_GROUP:
+        if b.get("group") in _SPECIAL_GROUPS:
             continue
         info = b["extra_info"]
         name = b.get("group") or b["name"]
@@ -161,7 +183,7 @@ def summarize(data: dict) -> dict:
                        "passes": len({pp["pass"] for r in rows for pp in r["per_pass"]}),
                        "best_lowbit": lowbit[0]["impl"] if lowbit else None,
                        "per_pass_best": per_pass_best, "rows": rows})
-    return {"peaks": peak, "groups": tables}
+    return {"peaks": peak, "bandwidth": bandwidths(data), "groups": tables}
 
 
 def most_common(names: list[str]) -> str | None:
@@ -208,6 +230,14 @@ PEAK_HEADERS = ("peak loop", "best GOP/s", "median GOP/s", "measurements")
 def peak_rows(peak: dict) -> list[tuple[str, ...]]:
     return [(kind, fmt_num(p["gops"]), fmt_num(p["median_gops"]), str(p["runs"]))
             for kind, p in peak.items()]
+
+
+BANDWIDTH_HEADERS = ("read loop", "best GB/s", "median GB/s", "measurements")
+
+
+def bandwidth_rows(bandwidth: dict) -> list[tuple[str, ...]]:
+    return [(kind, fmt_num(b["gbps"]), fmt_num(b["median_gbps"]), str(b["runs"]))
+            for kind, b in bandwidth.items()]
 
 
 def render(headers, rows, *, markdown: bool = False, align: str | None = None) -> str:

@@ -46,7 +46,8 @@ def machine(data: dict) -> dict:
 def build_report(data: dict) -> dict:
     summary = benchtable.summarize(data)
     return {"lowbit_version": lowbit.__version__, "created": data.get("datetime"),
-            "machine": machine(data), "peaks": summary["peaks"], "groups": summary["groups"],
+            "machine": machine(data), "peaks": summary["peaks"],
+            "bandwidth": summary["bandwidth"], "groups": summary["groups"],
             "targets": targets.evaluate(summary), "files": {"benchmark_json": BENCH_JSON}}
 
 
@@ -95,6 +96,9 @@ def render(report: dict, *, markdown: bool = False, machine_section: bool = True
     if report["peaks"]:
         parts += [heading("peak"), table(benchtable.PEAK_HEADERS,
                                          benchtable.peak_rows(report["peaks"]))]
+    if report.get("bandwidth"):
+        parts += [heading("bandwidth"), table(benchtable.BANDWIDTH_HEADERS,
+                                              benchtable.bandwidth_rows(report["bandwidth"]))]
     for g in report["groups"]:
         ops = g["rows"][0]["ops"]
         if g["m"] is None:  # not a GEMM (e.g. the simulator): no shape, no GOP/s or peak

@@ -7,23 +7,31 @@ gemm_int8:
     best lowbit >= 75% of the measured int8 VNNI peak                        at 1024x1024x1024
 gemm_binary (effective MAC/s: a binary MAC counts as a MAC, so this is a ratio of times):
     best lowbit binary >= 20x numpy_fp32 on the same +-1 matrices            at 1024x1024x4096
+gemm_w4a16 and gemm_w4a8 (int4 weights, group 32, float16 scales), each:
+    best lowbit >= 2x torch_int4_woq                                  at 1x4096x4096, 8x4096x4096
+    best lowbit >= 80% of the measured DRAM read bandwidth (dram_read)      at 1x16384x8192
+        (weights larger than the L3: the effective bytes/s of the call, its cost model's
+        bytes, which are the int4 weights and scales plus 0.1% of activations and output)
 
 Every ratio is taken within one interleaved pass of the benchmark (lowbit.bench times all
 implementations of a group back to back in each pass): the fastest lowbit ISA variant of that
 pass against the fastest of the named baselines in that pass ("the better torch int8" may
 change from pass to pass). The measured value is the median over passes; min and max show
 the spread. The peak target takes, per pass, the fastest lowbit variant's rate over the best
-run of the int8_vnni peak loop.
+run of the int8_vnni peak loop, the bandwidth target the fastest lowbit variant's bytes/s over
+the best run of the dram_read loop (group ``bandwidth``, measured at both session ends).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowbit.bench.config import BINARY_OP, GEMM_OP, GEMM_SHAPES, gemm_group
+from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES, W4A8_OP,
+                                 W4A16_OP, gemm_group)
 
 from . import benchtable
 
 INT8_BASELINES = ("torch_int_mm", "torch_qlinear_dynamic")
+W4_BASELINES = ("torch_int4_woq",)
 MET, MISSED, NOT_MEASURED = "met", "missed", "not measured"
 
 
@@ -34,6 +42,8 @@ class Target:
     goal: float
     baselines: tuple[str, ...] = ()  # speedup over the fastest of these; () = peak fraction
     op: str = GEMM_OP                # whose benchmark group it reads
+    ceiling: str | None = None       # with no baselines: None = the int8_vnni peak (ops/s),
+    #                                  "dram_read" = the read bandwidth (bytes/s)
 
     @property
     def group(self) -> str:
@@ -51,12 +61,19 @@ def default_targets() -> list[Target]:
     found.append(Target("best lowbit / int8_vnni peak", (1024, 1024, 1024), 0.75))
     found.append(Target("best lowbit binary vs numpy_fp32", (1024, 1024, 4096), 20.0,
                         ("numpy_fp32",), op=BINARY_OP))
+    for op, short in ((W4A16_OP, "w4a16"), (W4A8_OP, "w4a8")):
+        for shape in ((1, 4096, 4096), (8, 4096, 4096)):
+            found.append(Target(f"best lowbit {short} vs torch_int4_woq", shape, 2.0,
+                                W4_BASELINES, op=op))
+        found.append(Target(f"best lowbit {short} / DRAM read bandwidth", (1, 16384, 8192),
+                            0.8, op=op, ceiling=BANDWIDTH_KIND))
     return found
 
 
-def _evaluate(target: Target, groups: dict[str, dict], peak: dict) -> dict:
+def _evaluate(target: Target, groups: dict[str, dict], peak: dict, bandwidth: dict) -> dict:
+    unit = "x" if target.baselines else "of bandwidth" if target.ceiling else "of peak"
     result = {"name": target.name, "group": target.group, "goal": target.goal,
-              "unit": "x" if target.baselines else "of peak", "baseline": None,
+              "unit": unit, "baseline": None,
               "measured": None, "min": None, "max": None, "passes": 0, "per_pass": [],
               "status": NOT_MEASURED}
     group = groups.get(target.group)
@@ -64,6 +81,14 @@ def _evaluate(target: Target, groups: dict[str, dict], peak: dict) -> dict:
         return result
     if target.baselines:
         per_pass = benchtable.pass_ratios(group, target.baselines)
+    elif target.ceiling:
+        ceiling = bandwidth.get(target.ceiling, {}).get("gbps")
+        if not ceiling:
+            return result
+        nbytes = {r["impl"]: r["bytes"] for r in group["rows"]}
+        per_pass = [{"pass": b["pass"], "best_lowbit": b["impl"], "baseline": target.ceiling,
+                     "ratio": nbytes[b["impl"]] / b["median_s"] / 1e9 / ceiling}
+                    for b in group["per_pass_best"] if b["median_s"] > 0]
     else:
         ceiling = peak.get("int8_vnni", {}).get("gops")
         if not ceiling:
@@ -87,7 +112,7 @@ def evaluate(summary: dict, targets: list[Target] | None = None) -> list[dict]:
     min, max, passes, baseline (the one most passes compared with) and per_pass (pass,
     best_lowbit, baseline, ratio)."""
     groups = {g["name"]: g for g in summary["groups"]}
-    return [_evaluate(t, groups, summary["peaks"])
+    return [_evaluate(t, groups, summary["peaks"], summary.get("bandwidth", {}))
             for t in (default_targets() if targets is None else targets)]
 
 

@@ -28,12 +28,30 @@ BINARY_SHAPES = (
     (1, 4096, 4096),      # one token
 )
 
+# int4 weights (grouped, symmetric, group size 32, float16 scales): LLM decode and prefill.
+W4_SHAPES = (
+    (1, 4096, 4096),      # one token, 7B-class projection
+    (8, 4096, 4096),      # a few tokens (the GEMV path's largest M)
+    (128, 4096, 4096),    # prefill chunk
+    (1, 8192, 8192),      # one token, 70B-class projection (32 MiB of int4 weights)
+    (1, 16384, 8192),     # 64 MiB of int4 weights: larger than the 32 MB L3, DRAM-bound
+)
+W4_GROUP_SIZE = 32
+
 GEMM_OP = "gemm_int8"
 BINARY_OP = "gemm_binary"
-SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES}  # op -> its GEMM groups, in order
+W4A16_OP = "gemm_w4a16"
+W4A8_OP = "gemm_w4a8"
+SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
+          W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
 PEAK_GROUP = "peak"
 PEAK_KINDS = ("int8_vnni", "fp32_fma")
 PEAK_WHEN = ("first", "last")  # peak loops run at both ends of the session
+# STREAM-like read of a buffer past the L3 by both cores (lowbit.kernels.peak.run_read), also
+# at both ends of the session: the ceiling of the DRAM-bound int4 GEMV targets.
+BANDWIDTH_GROUP = "bandwidth"
+BANDWIDTH_KIND = "dram_read"
+BANDWIDTH_BYTES = 256 << 20
 
 
 def gemm_group(m: int, n: int, k: int, op: str = GEMM_OP) -> str:

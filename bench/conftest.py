@@ -37,10 +37,15 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the ``first`` peak measurements before everything else."""
+    """Run the ``first`` peak and bandwidth measurements before everything else and the
+    ``last`` bandwidth measurement after everything else."""
     first = [item for item in items if item.name.startswith("test_peak[")
              and "-first]" in item.name]
-    items[:] = first + [item for item in items if item not in first]
+    first += [item for item in items if item.name.startswith("test_bandwidth[")
+              and item.name.endswith("first]")]
+    last = [item for item in items if item.name.startswith("test_bandwidth[")
+            and item.name.endswith("last]")]
+    items[:] = first + [item for item in items if item not in first and item not in last] + last
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,12 @@ from typing import Callable
 import numpy as np
 
 from lowbit.costs import gemm_cost
-from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8,
-                            pack_binary_activations, pack_weights)
+from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8, gemm_w4a8,
+                            gemm_w4a16, pack_binary_activations, pack_weights, ref)
+from lowbit.kernels.gemm_int4 import bf16_to_f32
 from lowbit.kernels.registry import ISA_RANK
 
-from .config import BINARY_OP, GEMM_OP
+from .config import BINARY_OP, GEMM_OP, W4_GROUP_SIZE, W4A8_OP, W4A16_OP
 
 SEED = 20240601
 
@@ -102,7 +103,82 @@ def binary_problem(m: int, n: int, k: int) -> BinaryProblem:
     return BinaryProblem(m, n, k)
 
 
-PROBLEMS = {GEMM_OP: problem, BINARY_OP: binary_problem}  # op -> (m, n, k) -> its problem
+class W4Problem:
+    """Seeded operands of the int4-weight GEMMs: symmetric int4 values v [K, N] with float16
+    scales per group of 32 K, float32 activations x and int8 activations a [M, K] with
+    per-row scales. Baselines get the same numbers in their own formats (torch's int4 pack
+    with bfloat16 activations, int8 weights v for lowbit's int8 GEMM, float32 dequantized
+    weights for NumPy); derived forms are built on first use."""
+
+    CHECK_COLS = 256  # columns checked against the reference before timing (cheap at any N)
+
+    def __init__(self, m: int, n: int, k: int) -> None:
+        rng = np.random.default_rng([SEED, 4, m, n, k])
+        self.m, self.n, self.k, self.g = m, n, k, W4_GROUP_SIZE
+        self.v = rng.integers(-8, 8, size=(k, n), dtype=np.int8)
+        self.scales = (rng.uniform(0.5, 1.5, (k // self.g, n)) / 64).astype(np.float16)
+        self.x = rng.standard_normal((m, k)).astype(np.float32)
+        self.a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+        self.a_scale = rng.uniform(0.01, 0.02, m).astype(np.float32)
+
+    @functools.cached_property
+    def w4(self):
+        return pack_weights(self.v, "int4", group_size=self.g, scales=self.scales)
+
+    @functools.cached_property
+    def x_bf16(self) -> np.ndarray:
+        """x rounded to bfloat16 (to nearest even, as torch's .to(torch.bfloat16)), as the
+        uint16 bit patterns gemm_w4a16 takes."""
+        u = self.x.view(np.uint32).astype(np.uint64)
+        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+    @functools.cached_property
+    def w_int8(self):
+        return pack_weights(self.v)
+
+    def dequantized(self, cols=slice(None)) -> np.ndarray:
+        s = np.repeat(self.scales[:, cols].astype(np.float32), self.g, axis=0)
+        return self.v[:, cols].astype(np.float32) * s
+
+    @functools.cached_property
+    def w_f32(self) -> np.ndarray:
+        return self.dequantized()
+
+    def check_w4a16(self, got: np.ndarray, name: str, rtol: float = 0.0,
+                    x: np.ndarray | None = None) -> None:
+        """got's first CHECK_COLS columns against ref.gemm_w4a16 of x (default: self.x)
+        within ref.w4a16_tolerance (plus ``rtol`` of the absolute sums, for baselines that
+        round to bfloat16)."""
+        x = self.x if x is None else x
+        c = slice(0, self.CHECK_COLS)
+        w = self.dequantized(c).astype(np.float64)
+        want = ref.gemm_w4a16(x, w)
+        nib = (self.v[:, c].astype(np.int16) + 8).astype(np.uint8)
+        tol = ref.w4a16_tolerance(x, nib, np.full((self.k // self.g, nib.shape[1]), 8),
+                                  self.scales[:, c], self.g)
+        tol = tol + rtol * (np.abs(x.astype(np.float64)) @ np.abs(w))
+        bad = np.abs(np.asarray(got, np.float64)[:, c] - want) > tol
+        if bad.any():
+            raise AssertionError(f"{name} differs from ref.gemm_w4a16 at {self.m}x{self.n}x"
+                                 f"{self.k}; not benchmarking a wrong kernel")
+
+    def check_w4a8(self, got: np.ndarray, name: str) -> None:
+        c = slice(0, self.CHECK_COLS)
+        acc = ref.w4a8_group_acc(self.a, self.v[:, c], self.g)
+        want = ref.w4a8_from_acc(acc, self.scales[:, c], self.a_scale)
+        tol = ref.w4a8_tolerance(acc, self.scales[:, c], self.a_scale)
+        if (np.abs(got[:, c].astype(np.float64) - want) > tol).any():
+            raise AssertionError(f"{name} differs from ref.gemm_w4a8 at {self.m}x{self.n}x"
+                                 f"{self.k}; not benchmarking a wrong kernel")
+
+
+@functools.lru_cache(maxsize=1)
+def w4_problem(m: int, n: int, k: int) -> W4Problem:
+    return W4Problem(m, n, k)
+
+
+PROBLEMS = {GEMM_OP: problem, BINARY_OP: binary_problem, W4A16_OP: w4_problem,
+            W4A8_OP: w4_problem}  # op -> (m, n, k) -> its problem
 
 
 @dataclass(frozen=True)
@@ -237,10 +313,107 @@ def binary_impls() -> list[Impl]:
     ]
 
 
+# --- gemm_w4a16 / gemm_w4a8 -------------------------------------------------------------
+
+def _lowbit_w4(op: str, isa: str, cost, act: str) -> Impl:
+    def prepare(p: W4Problem):
+        # A tiny first call compiles (Numba) or faults in code before any timing.
+        tiny = pack_weights(np.zeros((32, 8), np.int8), "int4",
+                            scales=np.ones((1, 8), np.float16))
+        if op == W4A16_OP:
+            x = p.x if act == "f32" else p.x_bf16
+            gemm_w4a16(np.zeros((1, 32), x.dtype), tiny, isa=isa)
+            w4 = p.w4
+            out = np.empty((p.m, p.n), np.float32)
+            p.check_w4a16(gemm_w4a16(x, w4, isa=isa), f"lowbit[{isa}]",
+                          x=bf16_to_f32(x) if act == "bf16" else None)
+            return lambda: gemm_w4a16(x, w4, out=out, isa=isa)
+        gemm_w4a8(np.zeros((1, 32), np.int8), tiny, isa=isa)
+        a, w4, a_scale = p.a, p.w4, p.a_scale
+        out = np.empty((p.m, p.n), np.float32)
+        p.check_w4a8(gemm_w4a8(a, w4, a_scale=a_scale, isa=isa), f"lowbit[{isa}]")
+        return lambda: gemm_w4a8(a, w4, a_scale=a_scale, out=out, isa=isa)
+    # "w4a16" rows are compared with the fp32 FMA peak, "w4a8" with int8 VNNI; the bfloat16
+    # dot product (two MACs per float32 lane) has no peak loop of its own: no % of peak
+    precision = "w4a8" if op == W4A8_OP else "w4a16" if act == "f32" else "w4a16_bf16"
+    return Impl(f"lowbit[{isa}]", "lowbit", isa, precision, prepare, cost, op)
+
+
+def _w4_lowbit_variants(op: str) -> list[Impl]:
+    """gemm_w4a8: every usable variant. gemm_w4a16: every usable variant on float32
+    activations, then those that run bfloat16 only (the vdpbf16ps one, lowbit[avx512_vnni])
+    on x rounded to bfloat16, the activations torch_int4_woq runs."""
+    if op == W4A8_OP:
+        return [_lowbit_w4(op, k.key.isa, k.cost, "s8")
+                for k in REGISTRY.kernels(op, "s8", "int4", usable=True) if k.key.isa != "ref"]
+    f32 = [k for k in REGISTRY.kernels(op, "f32", "int4", usable=True) if k.key.isa != "ref"]
+    names = {k.key.isa for k in f32}
+    bf16 = [k for k in REGISTRY.kernels(op, "bf16", "int4", usable=True)
+            if k.key.isa not in names and k.key.isa != "ref"]
+    return ([_lowbit_w4(op, k.key.isa, k.cost, "bf16") for k in bf16]
+            + [_lowbit_w4(op, k.key.isa, k.cost, "f32") for k in f32])
+
+
+def _torch_int4_woq(p: W4Problem):
+    """torch's weight-only int4 CPU kernel (torch 2.13), found by experiment:
+
+    1. ``torch.ops.aten._convert_weight_to_int4pack_for_cpu(w, 2)``: w int32 [N, K] holding
+       the nibbles n = v + 8 in [0, 15] (innerKTiles is ignored on CPU) -> uint8 [N, K / 2];
+    2. ``torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scale_zeros)``:
+       x [M, K] and scale_zeros [K / group_size, N, 2] = (scale, zero) in the same dtype;
+       W = (n - 8) * scale + zero. Only bfloat16 has a vectorized (AVX-512 / AVX2) kernel;
+       float32 and float16 fall back to a scalar loop (about 100x slower), so the baseline
+       runs bfloat16 activations and scales (zero = 0: symmetric) and returns bfloat16.
+    """
+    import torch
+
+    w_nk = torch.from_numpy(np.ascontiguousarray((p.v.astype(np.int32) + 8).T))
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_nk, 2)
+    del w_nk
+    sz = torch.zeros((p.k // p.g, p.n, 2), dtype=torch.float32)
+    sz[:, :, 0] = torch.from_numpy(p.scales.astype(np.float32))
+    sz = sz.to(torch.bfloat16)  # float16 scales in [1/128, 3/128] round to bfloat16
+    x = torch.from_numpy(p.x).to(torch.bfloat16)
+    g = p.g
+
+    def call():
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, g, sz)
+    # bfloat16 activations, scales and output: about 3 * 2^-8 of the absolute sums
+    p.check_w4a16(call().float().numpy(), "torch_int4_woq", rtol=2 ** -6)
+    return call
+
+
+def _w4_lowbit_int8(p: W4Problem):
+    a, wp = p.a, p.w_int8
+    return lambda: gemm_int8(a, wp)
+
+
+def _w4_numpy_fp32(p: W4Problem):
+    x, w = p.x, p.w_f32
+    return lambda: x @ w
+
+
+def w4_impls(op: str) -> list[Impl]:
+    """Every ``op`` variant usable here except the NumPy ref (``_w4_lowbit_variants``),
+    then the baselines: torch's int4 weight-only kernel,
+    lowbit's own int8 GEMM (its best variant; the int4 values as int8 weights) and NumPy
+    fp32 on the dequantized weights."""
+    return _w4_lowbit_variants(op) + [
+        Impl("torch_int4_woq", "baseline", "torch", "int4", _torch_int4_woq,
+             REGISTRY.lookup(W4A16_OP, "bf16", "int4", "ref").cost, op),
+        Impl("lowbit_int8", "baseline", dispatch_info()[GEMM_OP]["selected"], "int8",
+             _w4_lowbit_int8, _bits(8, 8, 32), op),
+        Impl("numpy_fp32", "baseline", "numpy_blas", "fp32", _w4_numpy_fp32,
+             _bits(32, 32, 32), op),
+    ]
+
+
 def all_impls(op: str = GEMM_OP) -> list[Impl]:
     """The implementations competing in the groups of ``op``."""
     if op == BINARY_OP:
         return binary_impls()
+    if op in (W4A16_OP, W4A8_OP):
+        return w4_impls(op)
     if op != GEMM_OP:
         raise ValueError(f"op: no benchmark implementations for {op!r}")
     return lowbit_impls() + list(BASELINES)
@@ -258,7 +431,7 @@ def pass_order(op: str = GEMM_OP) -> list[Impl]:
     fallbacks last: what the speed targets compare runs within about a second in every pass.
     """
     impls = all_impls(op)
-    rank = {"lowbit": 0, "int8": 1, "fp32": 2, "scalar": 3}
+    rank = {"lowbit": 0, "int4": 1, "int8": 1, "fp32": 2, "scalar": 3}
 
     def key(item):
         i, impl = item

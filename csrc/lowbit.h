@@ -66,6 +66,77 @@ int lb_gemm_binary_avx512(int64_t, int64_t, int64_t, const uint64_t *, int64_t,
 /* The portable variant's popcount flavour (lb_gemm_binary_force_generic_popcount). */
 extern int lb_binary_generic_popcount;
 
+/* int4-weight GEMMs (gemm_w4.c): a portable frame calls per-ISA microkernels through these
+ * pointers, one call per (row tile of R <= LB_W4_MR rows, run of groups, 64-column panel).
+ * Contract, in exact arithmetic: for r < R and j < 64,
+ *   c[64 r + j] += sum over gg < groups of  s[gg][j] * (sum over k in group gg of
+ *                  A[r][k] * n[k][j]  -  z[gg][j] * rsum[r * rsum_ld + gg])
+ * with n the nibbles, s the scales, z the zero points (8 when zeros is NULL) and rsum the
+ * activations' sum over each group (given when the frame computed it: always for w4a8, for
+ * w4a16 with zero points or when the variant asks; a kernel that decodes v = n - 8 directly
+ * needs none). w4a16 sums in float32 in any order; w4a8 forms each group's integer part
+ * exactly. The frame packs the activations A of a tile per K block b (8 K values), R rows
+ * interleaved, in the nibble order of the weights (KPOS below):
+ *   w4a16: a[(8 b + i) R + r] = A[r][8 b + KPOS[i]]                  float32
+ *   bf16:  a[(4 b + t) R + r] = A[r][8 b + KPOS[t]] | A[r][8 b + KPOS[t + 4]] << 16
+ *                               two bfloat16 (the pair of one vdpbf16ps lane)
+ *   w4a8:  a[(2 b + h) R + r] = A[r][8 b + 4 h .. 8 b + 4 h + 3]      four int8 as one int32
+ * so each broadcast of the microkernel reads one pointer plus a constant offset. */
+#define LB_W4_NR 64
+#define LB_W4_MR 8
+
+/* K offset within a block of 8 of the nibble at bits 4i..4i+3 of a weight column word. */
+static const int LB_W4_KPOS[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+typedef struct {
+    int32_t rows, groups, group_blocks; /* group_blocks = group_size / 8 */
+    int32_t scale_f16;
+    const void *a;          /* packed activations of the tile at the first group */
+    const uint8_t *w;       /* panel bytes of the first group: 256 bytes per K block of 8 */
+    const void *scales;     /* [groups][64], float16 or float32 */
+    const uint8_t *zeros;   /* [groups][64] or NULL */
+    const float *rsum;      /* or NULL (w4a16 without zero points) */
+    int64_t rsum_ld;
+    float *c;               /* [rows][64] */
+} lb_w4_tile;
+typedef void (*lb_w4_ukernel)(const lb_w4_tile *t);
+
+void lb_w4a16_ukernel_portable(const lb_w4_tile *t);
+void lb_w4a16_ukernel_avx2(const lb_w4_tile *t);
+void lb_w4a16_ukernel_avx512(const lb_w4_tile *t);
+void lb_w4a16_ukernel_avx512_bf16(const lb_w4_tile *t); /* bfloat16 pairs (vdpbf16ps) */
+void lb_w4a8_ukernel_portable(const lb_w4_tile *t);
+void lb_w4a8_ukernel_avx2(const lb_w4_tile *t);
+void lb_w4a8_ukernel_avx512(const lb_w4_tile *t);
+void lb_w4a8_ukernel_avx512_vnni(const lb_w4_tile *t);
+
+/* bfloat16 bits -> float32, exact; subnormals (exponent 0) count as zero, as vdpbf16ps
+ * reads them, so every gemm_w4a16 variant sees the same values. */
+static inline float lb_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (h & 0x7f80u) ? (uint32_t)h << 16 : (uint32_t)(h & 0x8000u) << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* IEEE binary16 -> float32, exact (software: no F16C needed). */
+static inline float lb_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t bits;
+    float f;
+    if (exp == 0) {
+        f = (float)man * 0x1p-24f; /* zero or subnormal: exact */
+        __builtin_memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
+
 void *lb_aligned_alloc(size_t bytes);
 void lb_aligned_free(void *p);
 

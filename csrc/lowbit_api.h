@@ -62,3 +62,38 @@ int lb_gemm_binary_force_generic_popcount(int on);
 /* Register-resident peak loops, run on all pool threads; return ops done. */
 double lb_peak_int8_vnni(int64_t iters);
 double lb_peak_fp32_fma(int64_t iters);
+
+/* Grouped 4-bit weights (lowbit.kernels.formats.INT4_PANELS / UINT4_PANELS): nibble n in
+ * [0, 15], value v = n - z with z = 8 (int4) or the group's zero point (uint4); the weight is
+ * W[k, j] = v * scale[k / group_size, j]. Layout and nibble order: csrc/gemm_w4.c. */
+typedef struct {
+    int64_t k, n, group_size;  /* K a multiple of group_size; group_size in {32, 64, 128} */
+    const uint8_t *data;       /* [ceil(n/64)][k/8][64][4] nibble bytes */
+    const void *scales;        /* [ceil(n/64)][k/group_size][64] float16 or float32 */
+    int32_t scale_f16;         /* 1: scales are IEEE binary16, 0: float32 */
+    const uint8_t *zeros;      /* [ceil(n/64)][k/group_size][64] zero points (uint4), or
+                                  NULL: every zero point is 8 (int4) */
+} lb_w4_weights;
+
+/* out[i, j] = sum_k x[i, k] * W[k, j] in float32 (weight-only quantization).
+ * x: [M, K] float32 (x_bf16 = 0) or bfloat16 bit patterns (x_bf16 = 1; subnormals count as
+ * zero), rows ldx elements apart; out: float32, rows ldo apart. Variant avx512_vnni is the
+ * bfloat16 dot-product one (vdpbf16ps): bfloat16 activations only.
+ * isa < 0 runs lb_gemm_w4a16_selected(x_bf16). Returns 0 or a negative code. */
+int lb_gemm_w4a16(int isa, int64_t m, const void *x, int64_t ldx, int32_t x_bf16,
+                  const lb_w4_weights *w, float *out, int64_t ldo);
+int lb_gemm_w4a16_supported(int isa);   /* this CPU and OS can run gemm_w4a16's variant isa */
+int lb_gemm_w4a16_selected(int32_t x_bf16);  /* best usable variant for these activations */
+
+/* out[i, j] = a_scale[i] * sum_g scale[g, j] * acc_g[i, j], acc_g = sum over k in group g of
+ * a[i, k] * v[k, j] (exact int32), the sum over groups in float32.
+ * a: int8 [M, K], rows lda bytes apart; a_scale: [M] or NULL (ones); out: float32, rows ldo
+ * apart. isa < 0 runs lb_gemm_w4a8_selected(). Returns 0 or a negative code. */
+int lb_gemm_w4a8(int isa, int64_t m, const int8_t *a, int64_t lda, const float *a_scale,
+                 const lb_w4_weights *w, float *out, int64_t ldo);
+int lb_gemm_w4a8_supported(int isa);
+int lb_gemm_w4a8_selected(void);
+
+/* STREAM-like read of nbytes (a multiple of 256, buf 64-byte aligned) by all pool threads,
+ * passes times, chunks claimed dynamically; returns the bytes read (nbytes * passes). */
+double lb_read_bandwidth(const void *buf, int64_t nbytes, int64_t passes);

@@ -10,11 +10,16 @@
     >>> gemm_binary(pack_binary_activations(np.ones((2, 100))), wb, 100)  # K - 2 popcount
     array([[100, 100, 100],
            [100, 100, 100]], dtype=int32)
+    >>> from lowbit.kernels import gemm_w4a16, gemm_w4a8
+    >>> w4 = pack_weights(np.full((64, 8), 7.0), "int4", group_size=32)  # quantized
+    >>> print(gemm_w4a16(np.ones((1, 64), np.float32), w4)[0, 0])      # float32
+    448.0
 """
 from .epilogue import Dequantize, Requantize, quantize_multiplier
-from .formats import (FORMATS, PackedBinaryWeights, PackedWeights, pack_binary_activations,
-                      pack_weights)
+from .formats import (FORMATS, PackedBinaryWeights, PackedInt4Weights, PackedWeights,
+                      pack_binary_activations, pack_weights)
 from .gemm_binary import gemm_binary
+from .gemm_int4 import gemm_w4a8, gemm_w4a16
 from .gemm_int8 import gemm_int8, max_safe_k
 from .native import cpu_features, num_threads, set_num_threads
 from .registry import ISA_RANK, REGISTRY, Kernel, KernelKey
@@ -27,7 +32,8 @@ def dispatch_info() -> dict:
 
 __all__ = [
     "Dequantize", "FORMATS", "ISA_RANK", "Kernel", "KernelKey", "PackedBinaryWeights",
-    "PackedWeights", "REGISTRY", "Requantize", "cpu_features", "dispatch_info", "gemm_binary",
-    "gemm_int8", "max_safe_k", "num_threads", "pack_binary_activations", "pack_weights",
-    "quantize_multiplier", "set_num_threads",
+    "PackedInt4Weights", "PackedWeights", "REGISTRY", "Requantize", "cpu_features",
+    "dispatch_info", "gemm_binary", "gemm_int8", "gemm_w4a16", "gemm_w4a8", "max_safe_k",
+    "num_threads", "pack_binary_activations", "pack_weights", "quantize_multiplier",
+    "set_num_threads",
 ]

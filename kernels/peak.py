@@ -1,7 +1,9 @@
 """Peak compute this machine reaches in register-resident loops (csrc/peak.c), all threads.
 
 These are the ceilings kernels are reported against ("% of peak") and, later, the CPU
-roofline's compute roofs.
+roofline's compute roofs. ``run_read`` is the memory ceiling: a STREAM-like read of a buffer
+larger than the L3 by all kernel threads (the DRAM read bandwidth of the weight-streaming
+int4 GEMV).
 """
 from __future__ import annotations
 
@@ -45,4 +47,48 @@ def measure_peak(kind: str, seconds: float = 0.2, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         ops = run_peak(kind, iters)
         best = max(best, ops / (time.perf_counter() - t0))
+    return best
+
+
+# --- read bandwidth ----------------------------------------------------------------------
+
+READ_BUFFER_BYTES = 256 << 20  # well past the 32 MB L3 of the machines we target
+
+
+def read_bandwidth_buffer(nbytes: int = READ_BUFFER_BYTES) -> "np.ndarray":
+    """A 64-byte-aligned uint8 buffer for ``run_read``, written once (pages faulted in)."""
+    import numpy as np
+
+    from .formats import aligned_empty
+
+    if nbytes < 256 or nbytes % 256:
+        raise ValueError(f"nbytes: must be a positive multiple of 256, got {nbytes}")
+    buf = aligned_empty((nbytes,), np.uint8)
+    buf[...] = 1
+    return buf
+
+
+def run_read(buf, passes: int = 1) -> float:
+    """Read ``buf`` ``passes`` times on all kernel threads (csrc/peak.c lb_read_bandwidth:
+    1 MiB chunks claimed dynamically, 64-byte loads); returns the bytes read. The caller
+    times the call: bytes / seconds is the STREAM-like read bandwidth of both cores."""
+    if native.lib is None:
+        raise RuntimeError(f"the native extension is not built: {native.IMPORT_ERROR}")
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes: must be a positive integer, got {passes!r}")
+    if buf.nbytes % 256 or buf.ctypes.data % 64 or not buf.flags.c_contiguous:
+        raise ValueError("buf: must be a contiguous, 64-byte-aligned buffer of a multiple of "
+                         "256 bytes; use read_bandwidth_buffer")
+    return float(native.lib.lb_read_bandwidth(native.ffi.from_buffer(buf), buf.nbytes, passes))
+
+
+def measure_read_bandwidth(nbytes: int = READ_BUFFER_BYTES, repeats: int = 5) -> float:
+    """Best-of-``repeats`` bytes/s of ``run_read`` over a buffer of ``nbytes``."""
+    buf = read_bandwidth_buffer(nbytes)
+    run_read(buf)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = run_read(buf)
+        best = max(best, done / (time.perf_counter() - t0))
     return best

@@ -2,7 +2,8 @@
 
 Integer results of every variant are compared with these for exact equality; float
 epilogues (gemm_int8's Dequantize, gemm_binary's alpha/beta scaling) within FLOAT_RTOL /
-FLOAT_ATOL.
+FLOAT_ATOL. The int4 GEMMs' float sums within the K-dependent bound ``int4_tolerance``
+(derived below); gemm_w4a8's int32 group accumulators exactly.
 """
 from __future__ import annotations
 
@@ -87,3 +88,89 @@ def binary_scale(dot: np.ndarray, alpha: np.ndarray | None,
     if alpha is not None:
         out = out * alpha.astype(np.float32)[None, :]
     return out
+
+
+# --- int4 weights (gemm_w4a16, gemm_w4a8) ------------------------------------------------
+#
+# Float outputs of the int4 kernels are compared with these references within a bound that
+# grows with the length of the reduction, because every implementation sums in its own
+# order. Each variant evaluates, in float32, sum_k x_k * (n_k - z) * s (w4a16) or
+# sum_g s_g * acc_g (w4a8) with at most ``n`` rounding steps on the path of any term, where
+# n <= K + 4 for w4a16 (group sums of up to group_size products, the per-group scale and
+# zero-point steps, then a sum over K / group_size groups; group_size + K / group_size + 3
+# <= K + 4) and n <= K / group_size + 3 for w4a8 (the int32 group sums are exact, then one
+# product and one addition per group and the activation scale). By the standard bound for
+# recursive summation in any order, |got - exact| <= gamma_n * sum |terms| with
+# gamma_n = n u / (1 - n u) <= 1.01 n u for n u < 0.01, u = 2^-24 (float32 unit roundoff),
+# where the terms are those an implementation may add: |x_k| (n_k + z) |s| covers both the
+# direct form x (n - z) s and the split form s (sum x n - z sum x) that the zero-point
+# kernels use. The float64 reference itself is off by far less. INT4_BOUND_SLACK adds that
+# 1.01. The absolute part, n * FLT_MIN * (1 + max_g |s|) per column, covers results in the
+# subnormal range: each of the n steps may flush a group sum below FLT_MIN to zero (the
+# bfloat16 dot-product instruction does) before it is scaled by at most max |s|.
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+FLOAT32_MIN_NORMAL = 2.0 ** -126
+INT4_BOUND_SLACK = 1.01
+
+
+def int4_tolerance(n_roundings: int, abs_terms: np.ndarray,
+                   scale_max: np.ndarray | float = 1.0) -> np.ndarray:
+    """Elementwise bound on |got - reference| for float32 sums (see the comment above)."""
+    return (INT4_BOUND_SLACK * n_roundings * FLOAT32_UNIT_ROUNDOFF * abs_terms
+            + n_roundings * FLOAT32_MIN_NORMAL * (1.0 + np.asarray(scale_max, np.float64)))
+
+
+def gemm_w4a16(x: np.ndarray, w_deq: np.ndarray) -> np.ndarray:
+    """float32 x @ W for float32 activations [M, K] and dequantized weights W [K, N]
+    (``PackedInt4Weights.dequantize()``, exact in float64); the product in float64."""
+    return (x.astype(np.float64) @ w_deq).astype(np.float32)
+
+
+def w4a16_tolerance(x: np.ndarray, nibbles: np.ndarray, zeros: np.ndarray,
+                    scales: np.ndarray, group_size: int) -> np.ndarray:
+    """The bound of ``int4_tolerance`` for gemm_w4a16: n = K + 4 roundings over the terms
+    |x_k| (n_k + z) |s| (nibbles [K, N], zero points and scales [K/group_size, N])."""
+    k = x.shape[1]
+    z = np.repeat(zeros.astype(np.float64), group_size, axis=0)
+    s = np.repeat(np.abs(scales.astype(np.float64)), group_size, axis=0)
+    mag = (nibbles.astype(np.float64) + z) * s
+    return int4_tolerance(k + 4, np.abs(x.astype(np.float64)) @ mag, s.max(axis=0))
+
+
+def w4a8_group_acc(a: np.ndarray, values: np.ndarray, group_size: int) -> np.ndarray:
+    """The exact int32 group accumulators of gemm_w4a8: acc[g, i, j] = sum over k in group g
+    of a[i, k] * v[k, j], v = n - z the integer weights (``PackedInt4Weights.values()``)."""
+    m, k = a.shape
+    g = k // group_size
+    ag = a.astype(np.int64).reshape(m, g, group_size).transpose(1, 0, 2)   # [g, M, gs]
+    vg = values.astype(np.int64).reshape(g, group_size, -1)                # [g, gs, N]
+    acc = np.matmul(ag, vg)
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        raise OverflowError("a w4a8 group accumulator does not fit in int32")
+    return acc.astype(np.int32)
+
+
+def w4a8_from_acc(acc: np.ndarray, scales: np.ndarray,
+                  a_scale: np.ndarray | None) -> np.ndarray:
+    """float32 out[i, j] = a_scale[i] * sum_g acc[g, i, j] * scale[g, j], in float64."""
+    out = np.einsum("gij,gj->ij", acc.astype(np.float64), scales.astype(np.float64))
+    if a_scale is not None:
+        out = out * a_scale.astype(np.float64)[:, None]
+    return out.astype(np.float32)
+
+
+def w4a8_tolerance(acc: np.ndarray, scales: np.ndarray,
+                   a_scale: np.ndarray | None) -> np.ndarray:
+    """The bound of ``int4_tolerance`` for gemm_w4a8: n = K/group_size + 3 roundings over
+    the terms |acc_g s_g a_scale|."""
+    terms = np.einsum("gij,gj->ij", np.abs(acc.astype(np.float64)),
+                      np.abs(scales.astype(np.float64)))
+    if a_scale is not None:
+        terms = terms * np.abs(a_scale.astype(np.float64))[:, None]
+    return int4_tolerance(acc.shape[0] + 3, terms)
+
+
+def gemm_w4a8(a: np.ndarray, values: np.ndarray, scales: np.ndarray, group_size: int,
+              a_scale: np.ndarray | None = None) -> np.ndarray:
+    """float32 gemm_w4a8: ``w4a8_from_acc(w4a8_group_acc(a, v, group_size), scales, a_scale)``."""
+    return w4a8_from_acc(w4a8_group_acc(a, values, group_size), scales, a_scale)

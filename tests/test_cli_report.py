@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from lowbit import benchtable, report, targets
-from lowbit.bench.config import BINARY_OP, BINARY_SHAPES, FULL, GEMM_SHAPES, QUICK, gemm_group
+from lowbit.bench.config import (BINARY_OP, BINARY_SHAPES, FULL, GEMM_SHAPES, QUICK, W4_SHAPES,
+                                 W4A8_OP, W4A16_OP, gemm_group)
 from lowbit.bench.impls import all_impls, pass_order
 from lowbit.benchrun import pytest_command
 from lowbit.cli import main
@@ -370,6 +371,15 @@ def test_bench_suite_collects_every_group_interleaved():
     assert lines[0].endswith("test_peak[int8_vnni-first]")  # peaks first and last
     assert "bench_peak.py::test_peak[int8_vnni-last]" in lines
     assert "[gemm_int8-1x4096x4096-lowbit[ref]]" not in done.stdout
+    for op in (W4A16_OP, W4A8_OP):
+        w4 = [ln.split("[", 1)[1][:-1] for ln in lines if f"::test_{op}[" in ln]
+        assert w4 == [f"{gemm_group(*shape, op=op)}-p{p}-{impl.name}" for shape in W4_SHAPES
+                      for p in range(FULL.passes) for impl in pass_order(op)]
+    # the read bandwidth right after the first peaks and after everything else
+    tests = [ln for ln in lines if "::" in ln]
+    first = [i for i, ln in enumerate(tests) if "test_peak[" in ln and "-first]" in ln]
+    assert tests[len(first)].endswith("test_bandwidth[first]")
+    assert tests[-1].endswith("test_bandwidth[last]")
 
 
 def test_cli_info_exits_zero_and_names_gemm_int8():
@@ -403,3 +413,91 @@ def test_cli_bench_json_into_a_directory_is_an_error(tmp_path, capsys):
     assert main(["bench", "--json", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a directory" in err
+
+
+# --- int4 groups and the read bandwidth ------------------------------------------------------
+
+W4_BIG = (1, 16384, 8192)
+W4_BYTES = 80_000_000  # bytes of one call at W4_BIG in this synthetic run
+
+
+def _bandwidth(when, best_s, median_s, nbytes=256 << 20):
+    return {"group": "bandwidth", "name": f"test_bandwidth[{when}]",
+            "extra_info": {"impl": "dram_read", "family": "bandwidth", "precision": "bytes",
+                           "ops": 0, "bytes": nbytes, "when": when},
+            "stats": {"median": median_s, "min": best_s, "rounds": 10}}
+
+
+def synthetic_w4() -> dict:
+    """gemm_w4a16 at 1x4096x4096 and 1x16384x8192 in two passes, and two bandwidth runs.
+
+    dram_read: 2^28 bytes in 5 ms at best -> 53.687 GB/s (the later, disturbed run is slower).
+    1x16384x8192: lowbit's best 2.0 ms, 1.6 ms -> 40 and 50 GB/s -> 74.5% and 93.1%.
+    1x4096x4096: torch 0.33 ms / lowbit 0.15 and 0.11 ms -> 2.2x and 3.0x.
+    """
+    data = synthetic()
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["group"] == "peak"] + [
+        _bandwidth("first", 0.005, 0.006), _bandwidth("last", 0.010, 0.011)]
+    small, big = gemm_group(1, 4096, 4096, op=W4A16_OP), gemm_group(*W4_BIG, op=W4A16_OP)
+    for p, (lb_small, lb_big) in enumerate(((0.15e-3, 2.0e-3), (0.11e-3, 1.6e-3))):
+        for group, shape, rows in (
+                (small, (1, 4096, 4096), (("lowbit[avx512_vnni]", "lowbit", lb_small),
+                                          ("torch_int4_woq", "baseline", 0.33e-3))),
+                (big, W4_BIG, (("lowbit[avx512_vnni]", "lowbit", lb_big),
+                               ("lowbit[avx512]", "lowbit", 2 * lb_big),
+                               ("torch_int4_woq", "baseline", 3.0e-3)))):
+            for impl, family, median in rows:
+                data["benchmarks"].append(_entry(
+                    group, impl, median, family=family, precision="w4a16" if family == "lowbit"
+                    else "int4", ops=2 * shape[0] * shape[1] * shape[2], nbytes=W4_BYTES,
+                    shape=shape, pass_no=p))
+    return data
+
+
+def test_bandwidth_is_a_ceiling_not_a_group():
+    summary = benchtable.summarize(synthetic_w4())
+    assert [g["name"] for g in summary["groups"]] == [
+        "gemm_w4a16-1x4096x4096", "gemm_w4a16-1x16384x8192"]
+    bw = summary["bandwidth"]["dram_read"]
+    assert bw["gbps"] == pytest.approx((256 << 20) / 0.005 / 1e9)
+    assert bw["median_gbps"] == pytest.approx((256 << 20) / 0.006 / 1e9) and bw["runs"] == 2
+    assert benchtable.summarize(synthetic())["bandwidth"] == {}
+    rows = {r["impl"]: r for r in _group(summary, "gemm_w4a16-1x16384x8192")["rows"]}
+    assert rows["lowbit[avx512]"]["peak_fraction"] is not None  # w4a16: against fp32_fma
+    assert rows["torch_int4_woq"]["peak_fraction"] is None
+
+
+def test_w4_targets_speedup_and_bandwidth_fraction():
+    results = {(r["group"], r["name"]): r
+               for r in targets.evaluate(benchtable.summarize(synthetic_w4()))}
+    vs_torch = results[("gemm_w4a16-1x4096x4096", "best lowbit w4a16 vs torch_int4_woq")]
+    assert [p["ratio"] for p in vs_torch["per_pass"]] == pytest.approx([2.2, 3.0])
+    assert vs_torch["measured"] == pytest.approx(2.6) and vs_torch["status"] == targets.MET
+    bw = results[("gemm_w4a16-1x16384x8192", "best lowbit w4a16 / DRAM read bandwidth")]
+    ceiling = (256 << 20) / 0.005 / 1e9
+    want = [W4_BYTES / 2.0e-3 / 1e9 / ceiling, W4_BYTES / 1.6e-3 / 1e9 / ceiling]
+    assert [p["ratio"] for p in bw["per_pass"]] == pytest.approx(want)
+    assert bw["measured"] == pytest.approx(sum(want) / 2) and bw["status"] == targets.MET
+    assert bw["baseline"] == "dram_read" and bw["unit"] == "of bandwidth"
+    assert [p["best_lowbit"] for p in bw["per_pass"]] == ["lowbit[avx512_vnni]"] * 2
+    row = targets.target_rows([bw])[0]
+    assert row[2:] == ("dram_read", "83.8% (74.5-93.1)", "2", ">= 80.0%", "met")
+    # without a bandwidth measurement the target is not measured
+    data = synthetic_w4()
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["group"] != "bandwidth"]
+    again = {(r["group"], r["name"]): r for r in targets.evaluate(benchtable.summarize(data))}
+    assert again[("gemm_w4a16-1x16384x8192", bw["name"])]["status"] == targets.NOT_MEASURED
+    w4a8 = [t for t in targets.default_targets() if t.op == W4A8_OP]
+    assert len(w4a8) == 3 and {t.group for t in w4a8} >= {gemm_group(*W4_BIG, op=W4A8_OP)}
+
+
+def test_report_renders_the_bandwidth_table(tmp_path):
+    saved = report.write_report(tmp_path, synthetic_w4())
+    assert saved["bandwidth"]["dram_read"]["runs"] == 2
+    text = report.render(saved)
+    assert "== bandwidth ==" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("dram_read"))
+    assert line.split() == ["dram_read", "53.7", "44.7", "2"]
+    md = (tmp_path / "report.md").read_text()
+    assert "\n## bandwidth" in md and "| dram_read" in md
+    assert "== bandwidth ==" not in report.render(report.build_report(synthetic()))

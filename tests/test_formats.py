@@ -199,7 +199,7 @@ def test_bad_layout_is_value_error(layout, raises_naming):
         pack_weights(np.ones((4, 4), np.int8), layout=layout)
 
 
-@pytest.mark.parametrize("fmt", ["int4", "INT8", "", "s8"])
+@pytest.mark.parametrize("fmt", ["int3", "INT8", "", "s8"])
 def test_unknown_fmt_is_value_error(fmt, raises_naming):
     with raises_naming(ValueError, "fmt"):
         pack_weights(np.ones((4, 4), np.int8), fmt)
