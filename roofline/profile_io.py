@@ -45,6 +45,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from lowbit import tomlfields
 from .device import PRECISIONS, Device, DeviceError, MemoryLevel
 
 __all__ = ["PROFILE_DIR", "device_names", "load_device", "device_from_mapping", "from_npu",
@@ -63,22 +64,20 @@ TDP_DERIVED = ("derived: tdp_w / peak, i.e. all of the board power spent on comp
                "an upper bound on the energy per op")
 
 
-def _fail(where: str | None, fieldname: str, why: str) -> None:
-    prefix = f"{where}: " if where else ""
-    raise DeviceError(f"{prefix}{fieldname}: {why}")
 
 
-def _check_keys(where, prefix: str, table: Mapping[str, Any], required, optional) -> None:
-    known = tuple(required) + tuple(optional)
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            _fail(where, f"{prefix}{key}", f"unknown key{hint}; known keys: {', '.join(known)}")
-    for key in required:
-        if key not in table:
-            _fail(where, f"{prefix}{key}", "missing (required)")
 
+
+
+def _fail(where, fieldname, why):
+    tomlfields.fail(DeviceError, where, fieldname, why)
+
+
+def _check_keys(where, prefix, table, required, optional):
+    tomlfields.check_keys(DeviceError, where, prefix, table, required, optional)
+
+
+_toml_str = tomlfields.toml_str
 
 def _table(where, name: str, value) -> dict:
     if not isinstance(value, dict):
@@ -315,21 +314,6 @@ def get_device(profile) -> Device:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _toml_str(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _num(x: float) -> str:

@@ -41,13 +41,13 @@ given, replaces the whole default table.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from lowbit import tomlfields
 from .hardware import OPERANDS, DramSpec, EnergyTable, Profile, ProfileError
 
 __all__ = [
@@ -82,6 +82,17 @@ PROFILE_DIR = Path(__file__).resolve().with_name("profiles")
 HOROWITZ_CITATION = ("M. Horowitz, 'Computing's energy problem (and what we can do about it)', "
                      "ISSCC 2014, 45 nm energy table")
 
+
+
+def _fail(where, fieldname, why):
+    tomlfields.fail(ProfileError, where, fieldname, why)
+
+
+def _check_keys(where, prefix, table, required, optional):
+    tomlfields.check_keys(ProfileError, where, prefix, table, required, optional)
+
+
+_toml_str = tomlfields.toml_str
 
 def _horowitz_int_mac_pj(bits: int) -> float:
     """Integer MAC energy (pJ) at ``bits``: Horowitz's 8/32-bit mult + add, power law between."""
@@ -207,21 +218,8 @@ def profile_from_mapping(data: Mapping[str, Any], where: str | None = None) -> P
         sources=sources, path=where)
 
 
-def _fail(where: str | None, field: str, why: str) -> None:
-    prefix = f"{where}: " if where else ""
-    raise ProfileError(f"{prefix}{field}: {why}")
 
 
-def _check_keys(where, prefix: str, table: Mapping[str, Any], required, optional) -> None:
-    known = tuple(required) + tuple(optional)
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            _fail(where, f"{prefix}{key}", f"unknown key{hint}; known keys: {', '.join(known)}")
-    for key in required:
-        if key not in table:
-            _fail(where, f"{prefix}{key}", "missing (required)")
 
 
 def _int_keyed(where, field: str, table: Mapping[str, Any]) -> dict[int, Any]:
@@ -281,25 +279,6 @@ def _energy(where, table: Mapping[str, Any]) -> tuple[EnergyTable, dict[str, str
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _toml_str(text: str) -> str:
-    """A TOML basic string (quotes, backslash and control characters escaped)."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def _toml_value(value: Any) -> str:
