@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from lowbit.costs import gemm_cost
-from lowbit.simulator.workload import BatchedMatmul, Conv2d, Layer, Workload
+from lowbit.simulator.workload import BatchedMatmul, Conv2d, Layer, Workload, as_workload
 
 from .device import Device
 from .precision import Precision, compute_for_bits, parse_precision
@@ -217,19 +217,6 @@ def _operand_bytes(layer: Layer, gemm, bits: _LayerBits) -> tuple[float, float, 
 # --------------------------------------------------------------------------------------------
 # analyze
 # --------------------------------------------------------------------------------------------
-def _as_workload(workload) -> Workload:
-    if isinstance(workload, Workload):
-        return workload
-    if isinstance(workload, Layer):
-        return Workload(workload.name, (workload,))
-    if isinstance(workload, str):
-        from lowbit.simulator.zoo import get_workload
-        return get_workload(workload)
-    if isinstance(workload, Sequence) and workload and all(isinstance(x, Layer) for x in workload):
-        return Workload("layers", tuple(workload))
-    raise TypeError(f"workload must be a Workload, a Layer, a list of layers or a zoo name, "
-                    f"got {type(workload).__name__}")
-
 
 def _simulated_utilization(workload: Workload, device: Device, bits: Sequence[_LayerBits],
                            dataflow: str | None) -> dict[str, tuple[float, str]]:
@@ -356,7 +343,7 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
     if llm_params:
         raise TypeError(f"{', '.join(llm_params)}: LLM parameters apply to LLM workloads only "
                         f"({', '.join(llm_mod.LLM_NAMES)})")
-    wl = _as_workload(workload)
+    wl = as_workload(workload)
     prec = None if precision is None else parse_precision(precision)
     layers, total = analyze_layers(wl, device, prec, sparse=sparse, efficiency=efficiency,
                                    dataflow=dataflow)

@@ -8,7 +8,6 @@ are simulated once.
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 from .compute import CONVENTIONS, DATAFLOWS, make_problem, problem_key
 from .energy import energy_breakdown
@@ -16,26 +15,13 @@ from .engine import simulate_gemm
 from .engine_ref import simulate_gemm_ref
 from .hardware import Profile
 from .stats import ENERGY_PARTS, LayerStats, NetworkStats, aggregate, scale_result
-from .workload import Layer, Workload
+from .workload import Layer, as_workload
 
 ENGINES = {"fast": simulate_gemm, "reference": simulate_gemm_ref}
 
 USER_MODE_NOTE = ("scalesim convention in USER bandwidth mode: compute cycles and SRAM counts "
                   "are SCALE-Sim's, stall cycles come from lowbit's memory model")
 
-
-def _workload(workload) -> Workload:
-    if isinstance(workload, Workload):
-        return workload
-    if isinstance(workload, Layer):
-        return Workload(workload.name, (workload,))
-    if isinstance(workload, str):
-        from .zoo import get_workload
-        return get_workload(workload)
-    if isinstance(workload, Sequence) and workload and all(isinstance(x, Layer) for x in workload):
-        return Workload("layers", tuple(workload))
-    raise TypeError(f"workload must be a Workload, a Layer, a list of layers or a zoo name, "
-                    f"got {type(workload).__name__}")
 
 
 def _profile(profile) -> Profile:
@@ -130,7 +116,7 @@ def simulate(workload, profile, *, dataflow: str | None = None, convention: str 
         >>> s = simulate("resnet18", "edge-npu-32x32", dataflow="ws")
         >>> s.total.total_cycles, s.total.energy_pj
     """
-    wl = _workload(workload)
+    wl = as_workload(workload)
     prof = _profile(profile)
     df = prof.dataflow if dataflow is None else dataflow
     if df not in DATAFLOWS:

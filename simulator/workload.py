@@ -5,6 +5,7 @@ its im2col GEMM (per group), an attention matmul one GEMM per batch element and 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -217,3 +218,18 @@ class Workload:
     def total_params(self) -> int:
         """All weights of the network: the layers' plus ``extra_params``."""
         return self.params + self.extra_params
+
+
+def as_workload(workload) -> Workload:
+    """A Workload from a Workload, a Layer, a non-empty list of layers or a zoo name."""
+    if isinstance(workload, Workload):
+        return workload
+    if isinstance(workload, Layer):
+        return Workload(workload.name, (workload,))
+    if isinstance(workload, str):
+        from .zoo import get_workload  # the zoo builds on this module
+        return get_workload(workload)
+    if isinstance(workload, Sequence) and workload and all(isinstance(x, Layer) for x in workload):
+        return Workload("layers", tuple(workload))
+    raise TypeError(f"workload must be a Workload, a Layer, a list of layers or a zoo name, "
+                    f"got {type(workload).__name__}")
