@@ -8,7 +8,6 @@ are simulated once.
 """
 from __future__ import annotations
 
-
 from .compute import CONVENTIONS, DATAFLOWS, make_problem, problem_key
 from .energy import energy_breakdown
 from .engine import simulate_gemm
