@@ -27,7 +27,22 @@ from .config import BINARY_OP, GEMM_OP, W4_GROUP_SIZE, W4A8_OP, W4A16_OP
 SEED = 20240601
 
 
-class Problem:
+class _Operands:
+    """Float32 views of an integer problem's A [M, K] and W [K, N], for the fp32 baselines."""
+
+    a: np.ndarray
+    w_kn: np.ndarray
+
+    @functools.cached_property
+    def a_f32(self) -> np.ndarray:
+        return self.a.astype(np.float32)
+
+    @functools.cached_property
+    def w_f32(self) -> np.ndarray:
+        return self.w_kn.astype(np.float32)
+
+
+class Problem(_Operands):
     """Seeded operands of C[M, N] = A[M, K] @ W[K, N]; derived forms are built on first use."""
 
     def __init__(self, m: int, n: int, k: int) -> None:
@@ -39,14 +54,6 @@ class Problem:
     @functools.cached_property
     def packed(self):
         return pack_weights(self.w_kn)
-
-    @functools.cached_property
-    def a_f32(self) -> np.ndarray:
-        return self.a.astype(np.float32)
-
-    @functools.cached_property
-    def w_f32(self) -> np.ndarray:
-        return self.w_kn.astype(np.float32)
 
     @functools.cached_property
     def expected(self) -> np.ndarray:
@@ -61,7 +68,7 @@ def problem(m: int, n: int, k: int) -> Problem:
     return Problem(m, n, k)
 
 
-class BinaryProblem:
+class BinaryProblem(_Operands):
     """Seeded +-1 operands of C[M, N] = A[M, K] @ W[K, N]: bit-packed for lowbit's binary
     GEMM, float32 and int8 for the baselines; derived forms are built on first use."""
 
@@ -82,14 +89,6 @@ class BinaryProblem:
     @functools.cached_property
     def w_int8(self):
         return pack_weights(self.w_kn)
-
-    @functools.cached_property
-    def a_f32(self) -> np.ndarray:
-        return self.a.astype(np.float32)
-
-    @functools.cached_property
-    def w_f32(self) -> np.ndarray:
-        return self.w_kn.astype(np.float32)
 
     @functools.cached_property
     def expected(self) -> np.ndarray:
