@@ -35,23 +35,7 @@
 #define W4_PF_DIST 4096
 #endif
 
-/* Prefetch the 256-byte K block PF bytes ahead and, once per group, the scales 8 groups
- * ahead: the hardware prefetchers stop at 4 KB page boundaries, which a DRAM-bound GEMV
- * crosses every 16 blocks. Prefetches never fault, so running past the panel is harmless. */
-static inline __attribute__((always_inline)) void prefetch_block(const uint8_t *wb) {
-    _mm_prefetch((const char *)(wb + W4_PF_DIST), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 64), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 128), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 192), _MM_HINT_T0);
-}
-
-static inline __attribute__((always_inline)) __m512 scale16(const lb_w4_tile *t, int64_t gg,
-                                                            int v) {
-    if (t->scale_f16)
-        return _mm512_cvtph_ps(
-            _mm256_loadu_si256((const __m256i *)((const uint16_t *)t->scales + gg * 64 + 16 * v)));
-    return _mm512_loadu_ps((const float *)t->scales + gg * 64 + 16 * v);
-}
+#include "gemm_w4_avx512.h"
 
 static inline __attribute__((always_inline)) void w4a16_rows(const int R, const int SV,
                                                              const int ZP,
@@ -97,45 +81,16 @@ static inline __attribute__((always_inline)) void w4a16_rows(const int R, const 
                     }
                 }
             }
-#pragma GCC unroll 4
-            for (int v = 0; v < SV; ++v) {
-                const int col = 16 * (v0 + v);
-                const __m512 s = scale16(t, gg, v0 + v);
-                __m512 z = _mm512_setzero_ps();
-                if (ZP)
-                    z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                        _mm_loadu_si128((const __m128i *)(t->zeros + gg * 64 + col))));
-#pragma GCC unroll 8
-                for (int r = 0; r < R; ++r) {
-                    __m512 sum = SPLIT ? _mm512_add_ps(acc[r][v], acc2[v]) : acc[r][v];
-                    if (ZP)
-                        sum = _mm512_fnmadd_ps(z, _mm512_set1_ps(t->rsum[r * t->rsum_ld + gg]),
-                                               sum);
-                    float *c = t->c + r * 64 + col;
-                    _mm512_store_ps(c, _mm512_fmadd_ps(s, sum, _mm512_load_ps(c)));
-                }
-            }
+            W4A16_STORE_GROUP(R, SV, SPLIT, ZP, t, gg, v0, acc, acc2);
         }
     }
 }
 
-#define W4A16_CASES(ZP)                                     \
-    switch (t->rows) {                                      \
-        case 1: w4a16_rows(1, 4, ZP, t); break;             \
-        case 2: w4a16_rows(2, 4, ZP, t); break;             \
-        case 3: w4a16_rows(3, 4, ZP, t); break;             \
-        case 4: w4a16_rows(4, 4, ZP, t); break;             \
-        case 5: w4a16_rows(5, 1, ZP, t); break;             \
-        case 6: w4a16_rows(6, 1, ZP, t); break;             \
-        case 7: w4a16_rows(7, 1, ZP, t); break;             \
-        default: w4a16_rows(8, 1, ZP, t); break;            \
-    }
-
 void lb_w4a16_ukernel_avx512(const lb_w4_tile *t) {
     if (t->zeros) {
-        W4A16_CASES(1)
+        W4A16_ROW_CASES(w4a16_rows, 1, 1, t)
     } else {
-        W4A16_CASES(0)
+        W4A16_ROW_CASES(w4a16_rows, 1, 0, t)
     }
 }
 

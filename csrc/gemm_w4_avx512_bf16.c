@@ -24,20 +24,9 @@
 #define W4_PF_DIST 2048
 #endif
 
-static inline __attribute__((always_inline)) void prefetch_block(const uint8_t *wb) {
-    _mm_prefetch((const char *)(wb + W4_PF_DIST), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 64), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 128), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 192), _MM_HINT_T0);
-}
+#include "gemm_w4_avx512.h"
 
-static inline __attribute__((always_inline)) __m512 scale16(const lb_w4_tile *t, int64_t gg,
-                                                            int v) {
-    if (t->scale_f16)
-        return _mm512_cvtph_ps(
-            _mm256_loadu_si256((const __m256i *)((const uint16_t *)t->scales + gg * 64 + 16 * v)));
-    return _mm512_loadu_ps((const float *)t->scales + gg * 64 + 16 * v);
-}
+
 
 /* bfloat16 bits of the small integer v (exact: |v| <= 15). */
 static inline uint16_t bf16_of(int v) {
@@ -92,44 +81,15 @@ static inline __attribute__((always_inline)) void rows_bf16(const int R, const i
                     }
                 }
             }
-#pragma GCC unroll 4
-            for (int v = 0; v < SV; ++v) {
-                const int col = 16 * (v0 + v);
-                const __m512 s = scale16(t, gg, v0 + v);
-                __m512 z = _mm512_setzero_ps();
-                if (ZP)
-                    z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                        _mm_loadu_si128((const __m128i *)(t->zeros + gg * 64 + col))));
-#pragma GCC unroll 8
-                for (int r = 0; r < R; ++r) {
-                    __m512 sum = SPLIT ? _mm512_add_ps(acc[r][v], acc2[v]) : acc[r][v];
-                    if (ZP)
-                        sum = _mm512_fnmadd_ps(z, _mm512_set1_ps(t->rsum[r * t->rsum_ld + gg]),
-                                               sum);
-                    float *c = t->c + r * 64 + col;
-                    _mm512_store_ps(c, _mm512_fmadd_ps(s, sum, _mm512_load_ps(c)));
-                }
-            }
+            W4A16_STORE_GROUP(R, SV, SPLIT, ZP, t, gg, v0, acc, acc2);
         }
     }
 }
 
-#define CASES(ZP)                                         \
-    switch (t->rows) {                                    \
-        case 1: rows_bf16(1, 4, ZP, t); break;            \
-        case 2: rows_bf16(2, 4, ZP, t); break;            \
-        case 3: rows_bf16(3, 4, ZP, t); break;            \
-        case 4: rows_bf16(4, 4, ZP, t); break;            \
-        case 5: rows_bf16(5, 2, ZP, t); break;            \
-        case 6: rows_bf16(6, 2, ZP, t); break;            \
-        case 7: rows_bf16(7, 2, ZP, t); break;            \
-        default: rows_bf16(8, 2, ZP, t); break;           \
-    }
-
 void lb_w4a16_ukernel_avx512_bf16(const lb_w4_tile *t) {
     if (t->zeros) {
-        CASES(1)
+        W4A16_ROW_CASES(rows_bf16, 2, 1, t)
     } else {
-        CASES(0)
+        W4A16_ROW_CASES(rows_bf16, 2, 0, t)
     }
 }

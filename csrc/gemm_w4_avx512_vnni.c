@@ -11,12 +11,9 @@
 #ifndef W4_PF_DIST
 #define W4_PF_DIST 4096
 #endif
-static inline __attribute__((always_inline)) void prefetch_block(const uint8_t *wb) {
-    _mm_prefetch((const char *)(wb + W4_PF_DIST), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 64), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 128), _MM_HINT_T0);
-    _mm_prefetch((const char *)(wb + W4_PF_DIST + 192), _MM_HINT_T0);
-}
+
+#include "gemm_w4_avx512.h"
+
 #define PREFETCH_BLOCK prefetch_block
 #define DOT(acc, lo, hi, a0, a1) _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc, lo, a0), hi, a1)
 
