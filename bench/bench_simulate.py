@@ -31,7 +31,8 @@ import time
 
 import pytest
 
-from lowbit.simulator import Conv2d, DramSpec, EnergyTable, Profile, Workload, simulate
+from lowbit.simulator import DramSpec, EnergyTable, Profile, simulate
+from lowbit.simulator.scalesim_io import scalesim_conv, scalesim_resnet18
 
 GROUP_NET = "simulate-resnet18"
 GROUP_LAYER = "simulate-layer"
@@ -39,26 +40,7 @@ TARGET_RESNET18_SECONDS = 0.5
 TARGET_LAYER_SPEEDUP = 500.0
 SCALESIM_ENV = "LOWBIT_SCALESIM_PYTHON"
 
-# name, ifmap H, W, filter R, S, channels, filters, stride (SCALE-Sim's conv topology fields)
-RESNET18_SCALESIM = (
-    [("conv1", 224, 224, 7, 7, 3, 64, 2)]
-    + [(f"conv2_{i}", 56, 56, 3, 3, 64, 64, 1) for i in range(1, 5)]
-    + [("conv3_1", 56, 56, 3, 3, 64, 128, 2), ("conv3_2", 28, 28, 3, 3, 128, 128, 1),
-       ("conv3_ds", 56, 56, 1, 1, 64, 128, 2), ("conv3_3", 28, 28, 3, 3, 128, 128, 1),
-       ("conv3_4", 28, 28, 3, 3, 128, 128, 1),
-       ("conv4_1", 28, 28, 3, 3, 128, 256, 2), ("conv4_2", 14, 14, 3, 3, 256, 256, 1),
-       ("conv4_ds", 28, 28, 1, 1, 128, 256, 2), ("conv4_3", 14, 14, 3, 3, 256, 256, 1),
-       ("conv4_4", 14, 14, 3, 3, 256, 256, 1),
-       ("conv5_1", 14, 14, 3, 3, 256, 512, 2), ("conv5_2", 7, 7, 3, 3, 512, 512, 1),
-       ("conv5_ds", 14, 14, 1, 1, 256, 512, 2), ("conv5_3", 7, 7, 3, 3, 512, 512, 1),
-       ("conv5_4", 7, 7, 3, 3, 512, 512, 1), ("fc", 1, 1, 1, 1, 512, 1000, 1)])
 LAYER = ("conv3x3_56x56x64", 56, 56, 3, 3, 64, 64, 1)
-
-
-def conv(row) -> Conv2d:
-    name, h, w, r, s, c, f, stride = row
-    return Conv2d(name, in_h=h, in_w=w, kernel_h=r, kernel_w=s, in_ch=c, out_ch=f,
-                  stride=stride, ceil_mode=True)
 
 
 def scale_cfg_profile() -> Profile:
@@ -110,7 +92,7 @@ RESNET_VARIANTS = {
 @pytest.mark.parametrize("variant", list(RESNET_VARIANTS))
 def test_simulate_resnet18(benchmark, request, variant):
     convention, transform = RESNET_VARIANTS[variant]
-    workload = Workload("Resnet18", tuple(conv(r) for r in RESNET18_SCALESIM))
+    workload = scalesim_resnet18()
     profile = transform(scale_cfg_profile())
 
     def call():
@@ -140,7 +122,7 @@ _LAYER_RESULTS: dict = {}
                                                 ("reference", "scalesim"),
                                                 ("reference", "lowbit")])
 def test_simulate_layer_lowbit(benchmark, request, engine, convention):
-    layer = conv(LAYER)
+    layer = scalesim_conv(LAYER)
     profile = scale_cfg_profile()
 
     def call():
@@ -234,7 +216,7 @@ def test_simulate_layer_scalesim(benchmark):
     fast = _LAYER_RESULTS.get(("fast", "scalesim"))
     if fast is None:
         fast_seconds = None
-        layer_stats = simulate(conv(LAYER), scale_cfg_profile(), dataflow="os",
+        layer_stats = simulate(scalesim_conv(LAYER), scale_cfg_profile(), dataflow="os",
                                convention="scalesim").total
     else:
         fast_seconds, layer_stats = fast

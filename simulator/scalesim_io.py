@@ -337,3 +337,30 @@ def _layer(form: str, name: str, v: list[int], sparsity: Sparsity, *, depthwise:
                       stride=stride, padding=0, groups=c, ceil_mode=True, sparsity=sparsity)
     return Conv2d(name, in_h=h, in_w=w, in_ch=c, out_ch=f, kernel_h=r, kernel_w=s,
                   stride=stride, padding=0, ceil_mode=True, sparsity=sparsity)
+
+
+# SCALE-Sim v3's own topologies/conv_nets/Resnet18.csv (21 rows, unpadded as SCALE-Sim ships
+# it; ../shared/refs/scalesim-v3.md): name, ifmap H, W, filter R, S, channels, filters, stride.
+SCALESIM_RESNET18_ROWS = (
+    [("conv1", 224, 224, 7, 7, 3, 64, 2)]
+    + [(f"conv2_{i}", 56, 56, 3, 3, 64, 64, 1) for i in range(1, 5)]
+    + [("conv3_1", 56, 56, 3, 3, 64, 128, 2), ("conv3_2", 28, 28, 3, 3, 128, 128, 1),
+       ("conv3_ds", 56, 56, 1, 1, 64, 128, 2), ("conv3_3", 28, 28, 3, 3, 128, 128, 1),
+       ("conv3_4", 28, 28, 3, 3, 128, 128, 1),
+       ("conv4_1", 28, 28, 3, 3, 128, 256, 2), ("conv4_2", 14, 14, 3, 3, 256, 256, 1),
+       ("conv4_ds", 28, 28, 1, 1, 128, 256, 2), ("conv4_3", 14, 14, 3, 3, 256, 256, 1),
+       ("conv4_4", 14, 14, 3, 3, 256, 256, 1),
+       ("conv5_1", 14, 14, 3, 3, 256, 512, 2), ("conv5_2", 7, 7, 3, 3, 512, 512, 1),
+       ("conv5_ds", 14, 14, 1, 1, 256, 512, 2), ("conv5_3", 7, 7, 3, 3, 512, 512, 1),
+       ("conv5_4", 7, 7, 3, 3, 512, 512, 1), ("fc", 1, 1, 1, 1, 512, 1000, 1)])
+
+
+def scalesim_conv(row) -> Conv2d:
+    """One SCALE-Sim conv-topology row ``(name, H, W, R, S, C, filters, stride)`` as lowbit reads it."""
+    name, *values = row
+    return _layer("conv", name, list(values), DENSE, depthwise=False)
+
+
+def scalesim_resnet18() -> Workload:
+    """SCALE-Sim's ResNet-18 topology, as its own Resnet18.csv lists it."""
+    return Workload("Resnet18", tuple(scalesim_conv(r) for r in SCALESIM_RESNET18_ROWS))

@@ -17,7 +17,8 @@ import pytest
 
 from lowbit.simulator import simulate
 from lowbit.simulator.hardware import DramSpec, EnergyTable, Profile
-from lowbit.simulator.workload import Conv2d, Gemm, Workload
+from lowbit.simulator.scalesim_io import scalesim_resnet18
+from lowbit.simulator.workload import Conv2d, Gemm
 
 GOLDENS = json.loads((Path(__file__).parent / "data" / "scalesim_goldens.json").read_text())
 CASES = GOLDENS["cases"]
@@ -105,20 +106,6 @@ def test_goldens_cover_the_issue():
     assert GOLDENS["header"]["scalesim_version"] == "3.0.0"
 
 
-# SCALE-Sim's topologies/conv_nets/Resnet18.csv (21 rows: unpadded, as SCALE-Sim ships it),
-# recreated from ../shared/refs/scalesim-v3.md: name, H, W, R, S, C, filters, stride
-RESNET18_SCALESIM = (
-    [("conv1", 224, 224, 7, 7, 3, 64, 2)]
-    + [(f"conv2_{i}", 56, 56, 3, 3, 64, 64, 1) for i in range(1, 5)]
-    + [("conv3_1", 56, 56, 3, 3, 64, 128, 2), ("conv3_2", 28, 28, 3, 3, 128, 128, 1),
-       ("conv3_ds", 56, 56, 1, 1, 64, 128, 2), ("conv3_3", 28, 28, 3, 3, 128, 128, 1),
-       ("conv3_4", 28, 28, 3, 3, 128, 128, 1),
-       ("conv4_1", 28, 28, 3, 3, 128, 256, 2), ("conv4_2", 14, 14, 3, 3, 256, 256, 1),
-       ("conv4_ds", 28, 28, 1, 1, 128, 256, 2), ("conv4_3", 14, 14, 3, 3, 256, 256, 1),
-       ("conv4_4", 14, 14, 3, 3, 256, 256, 1),
-       ("conv5_1", 14, 14, 3, 3, 256, 512, 2), ("conv5_2", 7, 7, 3, 3, 512, 512, 1),
-       ("conv5_ds", 14, 14, 1, 1, 256, 512, 2), ("conv5_3", 7, 7, 3, 3, 512, 512, 1),
-       ("conv5_4", 7, 7, 3, 3, 512, 512, 1), ("fc", 1, 1, 1, 1, 512, 1000, 1)])
 # SCALE-Sim 3.0.0's Total Cycles per layer, 32x32 os, configs/scale.cfg (the reference doc's
 # speed anchor run).
 RESNET18_TOTAL_CYCLES = [158421, 117391, 117391, 117391, 117391, 63799, 106831, 13607, 106831,
@@ -126,21 +113,15 @@ RESNET18_TOTAL_CYCLES = [158421, 117391, 117391, 117391, 117391, 63799, 106831, 
                          74719, 18367]
 
 
-def resnet18_scalesim() -> Workload:
-    return Workload("Resnet18", tuple(
-        Conv2d(n, in_h=h, in_w=w, kernel_h=r, kernel_w=s, in_ch=c, out_ch=f, stride=st,
-               ceil_mode=True) for n, h, w, r, s, c, f, st in RESNET18_SCALESIM))
-
-
 def test_resnet18_matches_scalesim_per_layer():
     prof = Profile(name="scale.cfg", rows=32, cols=32, dataflows=("os",), clock_hz=1e9,
                    ifmap_sram_bytes=65536, filter_sram_bytes=65536, ofmap_sram_bytes=65536,
                    word_bits=8, dram=DramSpec(1048576.0, 1), macs_per_pe={8: 1}, energy=ENERGY,
                    bandwidth_mode="calc")
-    stats = simulate(resnet18_scalesim(), prof, dataflow="os", convention="scalesim")
+    stats = simulate(scalesim_resnet18(), prof, dataflow="os", convention="scalesim")
     assert [s.total_cycles for s in stats.layers] == RESNET18_TOTAL_CYCLES
     assert stats.total.total_cycles == 1_718_353 and stats.total.stall_cycles == 0
-    lowbit = simulate(resnet18_scalesim(), prof, dataflow="os")
+    lowbit = simulate(scalesim_resnet18(), prof, dataflow="os")
     # lowbit adds the os output drain (R cycles per fold) and counts cycles, not an index
     for s, c in zip(lowbit.layers, stats.layers):
         assert s.compute_cycles == c.compute_cycles + 1 + s.folds * 32 - _partial_saving(s)
