@@ -643,6 +643,9 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
             already-quantized integers with ``scales`` (and ``zero_points`` for uint4):
             int4 takes values v in [-8, 7], uint4 nibbles n in [0, 15] (v = n - zero point).
             Gives PackedInt4Weights for ``gemm_w4a16`` / ``gemm_w4a8``.
+            ``fmt="csr"``: int8 or float32, dense or ``scipy.sparse``; gives
+            PackedCsrWeights [N_out, K] for ``spmm_csr`` (``format_csr.pack_csr``; pass
+            ``layout="nk"`` when the rows of w are the outputs).
         fmt: storage format name; one of ``lowbit.kernels.formats.FORMATS``.
         layout: "kn" or "nk", as above.
         group_size: int4/uint4 only: 32, 64 or 128 K values per scale (default 32); K must
@@ -670,6 +673,8 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
              if v is not None]
     if extra:
         raise ValueError(f"{extra[0]}: only for the int4 and uint4 formats, not {fmt!r}")
+    if hasattr(spec, "pack_matrix"):  # formats defined in their own module (format_csr)
+        return spec.pack_matrix(w, layout)
     if fmt == BINARY_PANELS.name:
         return _pack_binary(w, layout)
     if not isinstance(w, np.ndarray):
