@@ -254,7 +254,10 @@ def _check_value_dtype(dtype) -> None:
 
 def _from_scipy(w, layout: str) -> PackedCsrWeights:
     _check_value_dtype(w.dtype)
-    m = (w.T if layout == "kn" else w).tocsr(copy=True)
+    dtype = w.dtype
+    # Widen before anything sums duplicate entries (tocsr does): int8 sums could wrap.
+    m = (w.T if layout == "kn" else w).astype(np.int64 if dtype == np.int8 else np.float64)
+    m = m.tocsr(copy=True)
     if m.ndim != 2:
         raise ValueError(f"w: expected a 2-D sparse matrix, got shape {m.shape}")
     n_out, k = m.shape
@@ -262,9 +265,6 @@ def _from_scipy(w, layout: str) -> PackedCsrWeights:
         raise ValueError(f"w: N_out and K must be at least 1, got shape {m.shape}")
     if k >= 2 ** 31:
         raise ValueError(f"w: K must be below 2^31 (int32 column indices), got K={k}")
-    dtype = m.dtype
-    # Sum duplicate entries in a wide type first: int8 sums could wrap silently.
-    m = m.astype(np.int64 if dtype == np.int8 else np.float64)
     m.sum_duplicates()
     m.eliminate_zeros()
     m.sort_indices()
