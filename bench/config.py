@@ -38,10 +38,17 @@ W4_SHAPES = (
 )
 W4_GROUP_SIZE = 32
 
+# CSR sparse weights [N_out, K] x dense activations [K, B] (spmm_csr): one group per density
+# of nonzeros, ``spmm_csr-<density>`` (e.g. ``spmm_csr-10%``). As a GEMM out^T = x^T W^T it is
+# M = B, N = N_out, K: the shape its dense int8 baseline runs.
+SPMM_CSR_SHAPE = (4096, 4096, 128)                 # N_out, K, B
+SPMM_CSR_DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.01)
+
 GEMM_OP = "gemm_int8"
 BINARY_OP = "gemm_binary"
 W4A16_OP = "gemm_w4a16"
 W4A8_OP = "gemm_w4a8"
+SPMM_CSR_OP = "spmm_csr"
 SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
           W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
 PEAK_GROUP = "peak"
@@ -57,6 +64,11 @@ BANDWIDTH_BYTES = 256 << 20
 def gemm_group(m: int, n: int, k: int, op: str = GEMM_OP) -> str:
     """The benchmark group of one GEMM shape of ``op``, e.g. ``gemm_int8-1024x1024x1024``."""
     return f"{op}-{m}x{n}x{k}"
+
+
+def spmm_csr_group(density: float) -> str:
+    """The benchmark group of one spmm_csr density, e.g. ``spmm_csr-10%``."""
+    return f"{SPMM_CSR_OP}-{100 * density:g}%"
 
 
 @dataclass(frozen=True)

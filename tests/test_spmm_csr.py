@@ -569,3 +569,91 @@ def test_disable_isa_reaches_every_variant(disabled, want_s8, want_f32):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res == {"s8": want["s8"], "f32": want["f32"],
                    "same": {"int8": True, "float32": True}}
+
+
+# --- benchmark groups, target and the CSR / dense crossover in the report -------------------
+
+def test_bench_groups_and_target_are_declared():
+    from lowbit import targets
+    from lowbit.bench.config import (SPMM_CSR_DENSITIES, SPMM_CSR_OP, SPMM_CSR_SHAPE,
+                                     spmm_csr_group)
+    from lowbit.bench.impls import pass_order
+
+    assert SPMM_CSR_SHAPE == (4096, 4096, 128)
+    assert SPMM_CSR_DENSITIES == (0.5, 0.2, 0.1, 0.05, 0.01)
+    assert [spmm_csr_group(d) for d in SPMM_CSR_DENSITIES] == [
+        "spmm_csr-50%", "spmm_csr-20%", "spmm_csr-10%", "spmm_csr-5%", "spmm_csr-1%"]
+    names = [impl.name for impl in pass_order(SPMM_CSR_OP)]
+    assert {"scipy_csr", "torch_sparse_csr", "lowbit_int8"} <= set(names)
+    assert {f"lowbit[{isa}]" for isa in S8_ISAS if isa != "ref"} <= set(names)
+    assert {f"lowbit_f32[{isa}]" for isa in F32_ISAS if isa != "ref"} <= set(names)
+    assert not any(name.endswith("[ref]") for name in names)
+    # the SIMD variants first, the scalar fallbacks (portable C, Numba) last
+    simd = [n for n in names if n.startswith("lowbit") and "portable" not in n
+            and "numba" not in n and n != "lowbit_int8"]
+    assert names[:len(simd)] == simd
+    mine = [t for t in targets.default_targets() if t.op == SPMM_CSR_OP]
+    assert [(t.group, t.goal, t.baselines) for t in mine] == [
+        ("spmm_csr-10%", 2.0, ("scipy_csr",))]
+
+
+def _csr_json(per_density: dict) -> dict:
+    """A pytest-benchmark JSON of spmm_csr groups: {density: {impl: per-pass medians}}."""
+    from lowbit.bench.config import spmm_csr_group
+    entries = []
+    for density, impls in per_density.items():
+        for impl, medians in impls.items():
+            family = "lowbit" if impl.startswith("lowbit[") else "baseline"
+            for p, median in enumerate(medians):
+                entries.append({
+                    "group": spmm_csr_group(density), "name": f"t[{impl}-p{p}]",
+                    "extra_info": {"impl": impl, "family": family, "isa": impl,
+                                   "precision": "int8", "ops": 1e9, "bytes": 1e8, "m": 128,
+                                   "n": 4096, "k": 4096, "pass": p, "passes": len(medians)},
+                    "stats": {"median": median, "min": median, "rounds": 3}})
+    return {"benchmarks": entries}
+
+
+def test_crossover_and_target_in_the_report():
+    from lowbit import benchtable, report, targets
+
+    data = _csr_json({
+        0.5: {"lowbit[avx512_vnni]": (4.0, 5.0, 4.0), "lowbit_int8": (2.0, 2.0, 2.0),
+              "scipy_csr": (40.0, 40.0, 40.0)},
+        0.2: {"lowbit[avx512_vnni]": (2.0, 3.0, 2.5), "lowbit[avx2]": (1.9, 9.0, 9.0),
+              "lowbit_int8": (2.0, 2.0, 2.0)},
+        0.1: {"lowbit[avx512_vnni]": (1.0, 1.0, 1.0), "lowbit_int8": (2.0, 2.0, 2.0),
+              "scipy_csr": (5.0, 1.5, 3.0)},
+        0.01: {"lowbit[avx512_vnni]": (0.1, 0.1, 0.1), "lowbit_int8": (2.0, 2.0, 2.0)}})
+    summary = benchtable.summarize(data)
+    assert [g["name"] for g in summary["groups"]] == [
+        "spmm_csr-50%", "spmm_csr-20%", "spmm_csr-10%", "spmm_csr-1%"]   # density order
+    cross = targets.csr_crossover(summary)
+    assert [r["density"] for r in cross["densities"]] == [0.5, 0.2, 0.1, 0.01]
+    # 20%: per pass 2 / 1.9, 2 / 3, 2 / 2.5 (the fastest lowbit variant of each pass)
+    assert cross["densities"][1]["speedup"] == pytest.approx(0.8)
+    assert cross["faster_at"] == [0.1, 0.01]
+    text = targets.crossover_text(cross)
+    assert "50% 0.50x" in text and "10% 2.00x" in text and "1% 20.00x" in text
+    assert "CSR beats dense int8 at 10% density and below; dense int8 is faster from 20%." in text
+    target = next(r for r in targets.evaluate(summary) if r["group"] == "spmm_csr-10%")
+    assert target["measured"] == pytest.approx(3.0) and target["status"] == targets.MET
+    rendered = report.render(report.build_report(data), machine_section=False)
+    assert "== spmm_csr-10%  (M=128 N=4096 K=4096" in rendered
+    assert "dense int8 is faster from 20%" in rendered.replace("\n", " ")
+
+
+@pytest.mark.parametrize("speedups, verdict", [
+    ({0.5: 0.5, 0.1: 0.9}, "CSR is slower than dense int8 at every density measured."),
+    ({0.5: 1.5, 0.1: 3.0}, "CSR beats dense int8 at every density measured."),
+    ({0.5: 1.5, 0.2: 0.9, 0.1: 3.0},
+     "CSR beats dense int8 at 50%, 10% density, not at 20%."),
+], ids=["never", "always", "not_monotone"])
+def test_crossover_verdicts(speedups, verdict):
+    from lowbit import benchtable, targets
+
+    data = _csr_json({d: {"lowbit[avx512_vnni]": (1.0,), "lowbit_int8": (s,)}
+                      for d, s in speedups.items()})
+    assert targets.crossover_text(targets.csr_crossover(benchtable.summarize(data))) \
+        .endswith(verdict)
+    assert targets.crossover_text(targets.csr_crossover({"groups": []})) is None
