@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import lowbit.kernels as lk
 from lowbit.kernels import FORMATS, PackedCsrWeights, native, pack_csr, pack_weights, ref, spmm_csr
 from lowbit.kernels.format_csr import CSR_ROWS, QUAD
-from lowbit.kernels.formats import ALIGN
+from lowbit.kernels.formats import ALIGN, aligned_empty
 from lowbit.kernels.spmm_csr import MAX_SAFE_ROW_NNZ, csr_cost
 
 S8_ISAS = [k.key.isa for k in lk.REGISTRY.kernels("spmm_csr", "s8", "csr", usable=True)]
@@ -387,6 +387,28 @@ def test_strided_x(view, dtype, isa, assert_exact):
     got = spmm_csr(wc, x, isa=isa)
     np.testing.assert_array_equal(x, keep)
     check(got, wc, keep, assert_exact)
+
+
+@pytest.mark.parametrize("dtype, isa", isa_cases())
+@pytest.mark.parametrize("offset, pitch", [(1, 0), (16, 0), (0, 4), (0, 0)],
+                         ids=["addr_plus_1_elem", "addr_plus_16_bytes", "pitch_plus_4",
+                              "line_aligned"])
+def test_x_rows_off_cache_lines(offset, pitch, dtype, isa, assert_exact):
+    """x rows that do not start on 64-byte lines are copied to line-aligned rows by the
+    vector variants when the rows are reused (spmm_csr.c); the result is the same."""
+    rng = np.random.default_rng(offset + 7 * pitch)
+    k, b = 40, 75
+    item = np.dtype(dtype).itemsize
+    wc = pack_csr(sparse(rng, 50, k, 0.5, dtype))
+    assert wc.stored >= 4 * k and b * item >= 64           # the copy pays: it is taken
+    ld = -(-b * item // 64) * 64 // item + pitch           # elements between rows
+    start = offset * item if offset == 1 else offset       # bytes off a 64-byte boundary
+    raw = aligned_empty((k * ld * item + 128,), np.uint8)
+    x = raw[start:start + k * ld * item].view(dtype).reshape(k, ld)[:, :b]
+    x[...] = activations(rng, k, b, dtype)
+    off_lines = x.ctypes.data % 64 != 0 or (ld * item) % 64 != 0
+    assert off_lines == ((offset, pitch) != (0, 0))
+    check(spmm_csr(wc, x, isa=isa), wc, x, assert_exact)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
