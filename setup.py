@@ -32,6 +32,7 @@ setup(
         "cffi>=1.16",
         "torch>=2.3,<2.14",
         "matplotlib>=3.7",
+        "scikit-learn>=1.3",
     ],
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"]},
     entry_points={"console_scripts": ["lowbit = lowbit.cli:main"]},

@@ -1,1 +1,11 @@
 """lowbit.compress: quantization, pruning and distillation. Not built yet (issues 7 and 8)."""
+
+# Data, built-in models, training loops, metrics and workload export (issue 7).
+from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,
+                   load_digits_split)
+from .metrics import LayerProfile, ModelProfile, profile
+from .models import DigitsCNN, DigitsMLP, DigitsTransformer
+from .trace import StorageError, StorageInfo, storage_of
+from .training import Callback, TrainResult, TrainState, deterministic, evaluate, predict, train
+from .workload import to_workload
+from .zoo import Pretrained, TrainRecipe, get_model, load_pretrained, model_names
