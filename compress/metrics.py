@@ -152,7 +152,7 @@ class ModelProfile:
 
     def table(self) -> str:
         """A fixed-width text table: one line per row, a total line, the notes."""
-        head = (f"{'layer':<24} {'kind':<14} {'output':<16} {'params':>9} {'bytes':>10} "
+        head = (f"{'layer':<24} {'kind':<18} {'output':<16} {'params':>9} {'bytes':>10} "
                 f"{'format':<10} {'W/A bits':>8} {'sparse':>6} {'MACs':>12} {'FLOPs':>12} "
                 f"{'OPs':>12}")
         rule = "-" * len(head)
@@ -160,12 +160,12 @@ class ModelProfile:
         for r in self.layers:
             bits = f"{_num(r.weight_bits)}/{r.act_bits}" if r.calls else f"{_num(r.weight_bits)}/-"
             lines.append(
-                f"{(r.name or '(model)')[:24]:<24} {r.kind[:14]:<14} "
+                f"{(r.name or '(model)')[:24]:<24} {r.kind[:18]:<18} "
                 f"{_shape(r.output_shape)[:16]:<16} {r.params:>9,d} {r.bytes:>10,d} "
                 f"{(r.format or '-')[:10]:<10} {bits:>8} {r.sparsity:>6.1%} {r.macs:>12,d} "
                 f"{r.flops:>12,d} {r.ops:>12,d}")
         lines.append(rule)
-        lines.append(f"{'total':<24} {'':<14} {'':<16} {self.params:>9,d} {self.bytes:>10,d} "
+        lines.append(f"{'total':<24} {'':<18} {'':<16} {self.params:>9,d} {self.bytes:>10,d} "
                      f"{'':<10} {'':>8} {'':>6} {self.macs:>12,d} {self.flops:>12,d} "
                      f"{self.ops:>12,d}")
         lines.append(f"size {self.bytes / 1024:.2f} KiB (fp32 {self.fp32_bytes / 1024:.2f} KiB, "

@@ -22,9 +22,9 @@ Shared by ``metrics.profile`` (per-layer params, bytes, MACs) and ``workload.to_
 **Not counted** (0 MACs by convention): normalization, activations, softmax, pooling,
 residual adds, embeddings, elementwise ops. ``einsum``, ``tensordot``, ``bilinear``,
 ``addbmm``, ``chain_matmul``/``multi_dot``, ``dot``/``vdot``/``inner``/``outer`` are not
-counted and produce a note; so are modules that look like a Linear/Conv but are neither a
-torch Linear/Conv nor define ``lowbit_storage`` (e.g. torch.ao's quantized Linear, whose
-kernels are invisible to a TorchFunctionMode).
+counted and produce a note; so do recurrent modules (``nn.LSTM`` ...) and modules that look
+like a Linear/Conv but are neither a torch Linear/Conv nor define ``lowbit_storage`` (e.g.
+torch.ao's quantized Linear, whose kernels are invisible to a TorchFunctionMode).
 
 **Ownership.** Every parameter and buffer belongs to one row: a counted module or one that
 defines ``lowbit_storage`` owns its whole subtree (its ``lowbit_storage()`` describes all of
@@ -254,7 +254,7 @@ def _bits(t) -> int:
 
 
 def _tuple(v, nd: int) -> tuple[int, ...]:
-    if isinstance(v, int):
+    if isinstance(v, numbers.Integral):
         return (v,) * nd
     return tuple(int(x) for x in v)
 
@@ -292,7 +292,7 @@ _CONV_TS = {F.conv_transpose1d: 1, F.conv_transpose2d: 2, F.conv_transpose3d: 3}
 class _Tracer(TorchFunctionMode):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.modules = dict(model.named_modules())
         self.names = {}
         for n, m in model.named_modules():  # first name of a shared module
             self.names.setdefault(id(m), n)
@@ -320,10 +320,10 @@ class _Tracer(TorchFunctionMode):
         self.op_counts: dict[tuple[str, str], int] = {}
         self.calls: dict[str, list] = {}
         self.uncounted: dict[str, int] = {}
-        self.look_alikes: list[str] = []
+        self.skipped: dict[str, str] = {}  # module name -> why its MACs are not counted
 
     def _owning_ancestor(self, name: str) -> str | None:
-        """The nearest strict ancestor that owns its subtree (formula or storage module)."""
+        """The strict ancestor that owns its subtree (a formula or storage module), if any."""
         parts = name.split(".") if name else []
         for i in range(len(parts)):
             anc = ".".join(parts[:i])
@@ -353,10 +353,13 @@ class _Tracer(TorchFunctionMode):
             rec[2] = tuple(output.shape)
         if is_formula and self.formula_depth == 0 and output is not None:
             self._module_ops(name, module, args, kwargs, output, rec[0])
-        elif (not is_formula and _looks_countable(module) and self.storage.get(name) is None
-              and self.owners[name] == name and not list(module.children())
-              and name not in self.look_alikes):
-            self.look_alikes.append(name)
+        elif not is_formula and self.owners[name] == name and name not in self.skipped:
+            if isinstance(module, nn.RNNBase):
+                self.skipped[name] = "recurrent layers are not counted"
+            elif (_looks_countable(module) and self.storage.get(name) is None
+                  and not list(module.children())):
+                self.skipped[name] = ("looks like a linear / conv layer but is not counted: it "
+                                      "is not a torch Linear/Conv and defines no lowbit_storage")
 
     def _module_ops(self, name, module, args, kwargs, output, call: int) -> None:
         label = name or type(module).__name__  # the model itself is a layer
@@ -507,9 +510,8 @@ class _Tracer(TorchFunctionMode):
     def notes(self) -> tuple[str, ...]:
         out = [f"{fname} ({n} call{'s' if n > 1 else ''}): MACs not counted"
                for fname, n in sorted(self.uncounted.items())]
-        out += [f"module {n!r} ({type(self.modules[n]).__name__}) looks like a linear / conv "
-                f"layer but is not counted: it is not a torch Linear/Conv and defines no "
-                f"lowbit_storage" for n in self.look_alikes]
+        out += [f"module {n!r} ({type(self.modules[n]).__name__}): {why}"
+                for n, why in self.skipped.items()]
         return tuple(out)
 
 

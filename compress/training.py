@@ -145,7 +145,7 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int, lr: float,
         optimizer: "adam" (default), "adamw", "sgd" (Nesterov momentum) or a ready
             ``torch.optim.Optimizer`` (e.g. with parameter groups for LSQ scales).
         weight_decay, momentum: for the optimizers built here.
-        schedule: "cosine" (default) or "constant".
+        schedule: "cosine" (default; needs ``len(loader)``) or "constant".
         loss_fn: ``loss_fn(model, inputs, targets) -> scalar tensor``; default
             ``cross_entropy_loss``.
         callbacks: ``Callback``-like objects (see the module doc).
@@ -173,6 +173,9 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int, lr: float,
         steps_per_epoch = len(loader)  # type: ignore[arg-type]
     except TypeError:
         steps_per_epoch = None
+    if schedule == "cosine" and steps_per_epoch is None:
+        raise ValueError("schedule: 'cosine' needs a loader with len() to know the total "
+                         "steps; pass schedule='constant' for this loader")
     total_steps = None if steps_per_epoch is None else steps_per_epoch * epochs
     base_lrs = [g["lr"] for g in opt.param_groups]
 
@@ -186,7 +189,7 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int, lr: float,
             state.epoch = epoch
             total, batches = 0.0, 0
             for inputs, targets in loader:
-                if schedule == "cosine" and total_steps:
+                if schedule == "cosine":
                     factor = 0.5 * (1.0 + math.cos(math.pi * state.step / total_steps))
                     for g, base in zip(opt.param_groups, base_lrs):
                         g["lr"] = base * factor

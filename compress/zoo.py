@@ -63,8 +63,8 @@ class ModelSpec:
 
     name: str
     cls: type
+    recipe: TrainRecipe
     kwargs: dict = field(default_factory=dict)
-    recipe: TrainRecipe = TrainRecipe(epochs=10, lr=3e-3)
     description: str = ""
     # classes whose source defines the model besides ``cls`` (hashed with it)
     parts: tuple[type, ...] = ()
@@ -74,15 +74,12 @@ class ModelSpec:
 
 
 _SPECS = {s.name: s for s in (
-    ModelSpec("digits-cnn", DigitsCNN, {"channels": (32, 32, 64)},
-              TrainRecipe(epochs=12, lr=3e-3),
-              "3 conv-BN-ReLU stages + Linear, 0.9 M MACs"),
-    ModelSpec("digits-mlp", DigitsMLP, {"hidden": (128, 64)},
-              TrainRecipe(epochs=30, lr=3e-3),
-              "3 Linear layers (64-128-64-10)"),
-    ModelSpec("digits-transformer", DigitsTransformer,
+    ModelSpec("digits-cnn", DigitsCNN, TrainRecipe(epochs=12, lr=3e-3),
+              {"channels": (32, 32, 64)}, "3 conv-BN-ReLU stages + Linear, 0.9 M MACs"),
+    ModelSpec("digits-mlp", DigitsMLP, TrainRecipe(epochs=30, lr=3e-3),
+              {"hidden": (128, 64)}, "3 Linear layers (64-128-64-10)"),
+    ModelSpec("digits-transformer", DigitsTransformer, TrainRecipe(epochs=30, lr=3e-3),
               {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64},
-              TrainRecipe(epochs=30, lr=3e-3),
               "2-block pre-norm encoder on the 8 rows as tokens, nn.Linear attention",
               parts=(EncoderBlock, SelfAttention)),
 )}

@@ -257,6 +257,14 @@ def test_train_bad_arguments_are_named(kwargs, name, exc, raises_naming):
         train(DigitsMLP(), _small_loader(), **args)
 
 
+def test_cosine_schedule_needs_a_sized_loader(raises_naming):
+    batches = list(_small_loader())
+    with raises_naming(ValueError, "schedule"):
+        train(DigitsMLP(), (b for b in batches), epochs=1, lr=1e-3)
+    res = train(DigitsMLP(), (b for b in batches), epochs=1, lr=1e-3, schedule="constant")
+    assert res.steps == len(batches)
+
+
 def test_train_reports_a_non_finite_loss():
     with pytest.raises(FloatingPointError, match="epoch 0, step 0"):
         train(DigitsMLP(), _small_loader(), epochs=1, lr=1e-3,

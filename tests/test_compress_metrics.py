@@ -227,6 +227,8 @@ def test_uncounted_functions_and_look_alikes_are_noted():
 
     p = profile(Net(), torch.zeros(3, 4))
     assert p.macs == 0
+    rnn = profile(nn.Sequential(nn.LSTM(4, 4)), torch.zeros(3, 1, 4))
+    assert any("'0' (LSTM): recurrent" in n for n in rnn.notes)
     assert any("einsum (1 call)" in n for n in p.notes)
     assert any("'odd'" in n and "lowbit_storage" in n for n in p.notes)
     assert "note: einsum" in p.table()
