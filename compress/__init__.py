@@ -1,4 +1,8 @@
-"""lowbit.compress: quantization, pruning and distillation. Not built yet (issues 7 and 8)."""
+"""lowbit.compress: quantization, pruning and distillation (issues 7 and 8).
+
+Built so far: digits data, built-in models, training loops, metrics (``profile``) and the
+simulator export (``to_workload``).
+"""
 
 # Data, built-in models, training loops, metrics and workload export (issue 7).
 from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,

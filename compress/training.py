@@ -17,7 +17,7 @@ torch RNG (inside a fork, so the caller's stream is untouched afterwards), deter
 algorithms and a fixed thread count (a float reduction split over another number of threads
 adds in another order).
 
-    >>> from lowbit.compress import get_model, digits_loaders, train, evaluate
+    >>> from lowbit.compress import deterministic, digits_loaders, evaluate, get_model, train
     >>> model = get_model("digits-mlp", pretrained=False)
     >>> train_loader, test_loader = digits_loaders(seed=0)
     >>> with deterministic(0):
