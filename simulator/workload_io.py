@@ -99,11 +99,16 @@ def _sparsity_from_json(where, at: str, value) -> Sparsity:
     if not isinstance(value, dict):
         _fail(where, at, f'must be "dense", "2:4" or {{"kind": ..., "density": ...}}, got {value!r}')
     tomlfields.check_keys(WorkloadError, where, f"{at}.", value, ("kind",), ("density",))
-    density = value.get("density", {"dense": 1.0, "2:4": 0.5}.get(value["kind"]))
+    kind = value["kind"]
+    if kind not in ("dense", "2:4", "unstructured"):
+        _fail(where, f"{at}.kind", f"must be dense, 2:4 or unstructured, got {kind!r}")
+    if kind == "unstructured" and "density" not in value:
+        _fail(where, f"{at}.density", "required for unstructured sparsity (a number in (0, 1])")
+    density = value.get("density", {"dense": 1.0, "2:4": 0.5}.get(kind))
     if isinstance(density, bool) or not isinstance(density, (int, float)):
         _fail(where, f"{at}.density", f"must be a number in (0, 1], got {density!r}")
     try:
-        return Sparsity(value["kind"], float(density))
+        return Sparsity(kind, float(density))
     except WorkloadError as exc:
         raise WorkloadError(f"{where}: {at}: {exc}" if where else f"{at}: {exc}") from None
 

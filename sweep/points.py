@@ -28,7 +28,7 @@ from lowbit.simulator.profile_io import profile_to_toml
 from lowbit.simulator.workload import Workload
 from lowbit.simulator.workload_io import workload_to_dict
 
-from .overrides import apply_overrides, effective_dataflow
+from .overrides import OVERRIDE_KEYS, apply_overrides, effective_dataflow
 from .spec import SweepSpec
 
 __all__ = ["POINT_FORMAT", "Point", "canonical_json", "digest", "profile_mapping",
@@ -49,9 +49,21 @@ def digest(obj: Any) -> str:
 
 
 def profile_mapping(profile: Profile) -> dict:
-    """The profile as its TOML file maps it, every field explicit, without ``sources``."""
+    """The profile as its TOML file maps it, every field explicit, without ``sources``, and
+    every real-valued figure a float (a file may write ``bandwidth = 4`` or ``4.0``)."""
     data = tomllib.loads(profile_to_toml(profile))
     data.pop("sources", None)
+    for spec in OVERRIDE_KEYS.values():
+        if spec.kind == "number":
+            *parents, leaf = spec.path
+            table = data
+            for name in parents:
+                table = table.get(name, {})
+            if leaf in table:
+                table[leaf] = float(table[leaf])
+    energy = data["energy"]
+    energy["mac_pj"] = {bits: float(pj) for bits, pj in energy["mac_pj"].items()}
+    energy["sram_points"] = [[size, float(pj)] for size, pj in energy["sram_points"]]
     return data
 
 
