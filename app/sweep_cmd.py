@@ -22,8 +22,8 @@ DESCRIPTION = ("Hardware what-if sweeps: run a spec's points (a base profile, ov
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sweep", help="hardware what-if sweeps into SQLite, CSV, Pareto plots",
-                              description=DESCRIPTION)
+    p = subparsers.add_parser("sweep", description=DESCRIPTION,
+                              help="hardware what-if sweeps into SQLite, CSV, Pareto plots")
     p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="the sweep spec to run")
     p.add_argument("--db", default="sweeps.sqlite", metavar="FILE",
                    help="results database (created if missing; default: %(default)s)")

@@ -89,15 +89,16 @@ def workload_to_dict(workload: Workload) -> dict:
             "source": workload.source, "extra_params": workload.extra_params, "layers": layers}
 
 
+_SPARSITY_FORMS = '"dense", "2:4" or {"kind": ..., "density": ...}'
+
+
 def _sparsity_from_json(where, at: str, value) -> Sparsity:
-    if isinstance(value, str):
-        if value == "dense":
-            return Sparsity()
-        if value == "2:4":
-            return Sparsity("2:4", 0.5)
-        _fail(where, at, f'must be "dense", "2:4" or {{"kind": ..., "density": ...}}, got {value!r}')
+    if value == "dense":
+        return Sparsity()
+    if value == "2:4":
+        return Sparsity("2:4", 0.5)
     if not isinstance(value, dict):
-        _fail(where, at, f'must be "dense", "2:4" or {{"kind": ..., "density": ...}}, got {value!r}')
+        _fail(where, at, f"must be {_SPARSITY_FORMS}, got {value!r}")
     tomlfields.check_keys(WorkloadError, where, f"{at}.", value, ("kind",), ("density",))
     kind = value["kind"]
     if kind not in ("dense", "2:4", "unstructured"):
@@ -209,8 +210,9 @@ def load_workload(name_or_path: str | os.PathLike) -> Workload:
     path = Path(name_or_path)
     suffix = path.suffix.lower()
     if suffix not in (".json", ".csv"):
-        raise WorkloadError(f"{name_or_path}: not a built-in workload ({', '.join(workload_names())})"
-                            " nor a .json (lowbit workload) or .csv (SCALE-Sim topology) file")
+        raise WorkloadError(f"{name_or_path}: not a built-in workload "
+                            f"({', '.join(workload_names())}) nor a .json (lowbit workload) or "
+                            ".csv (SCALE-Sim topology) file")
     if not path.is_file():
         raise WorkloadError(f"{name_or_path}: no such file")
     if suffix == ".json":

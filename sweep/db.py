@@ -194,6 +194,10 @@ class SweepDB:
         return True
 
     # ---------------------------------------------------------------------------------------
+    # A point's place when listing all points: the first sweep that listed it, its position.
+    _ORDER = ("LEFT JOIN (SELECT point_hash, MIN(sweep_id * 4294967296 + seq) AS o "
+              "FROM sweep_points GROUP BY point_hash) USING (point_hash)")
+
     def points(self, sweep_id: int | None = None) -> list[dict]:
         """Point rows: a sweep's in spec order, or all, in the order sweeps first listed them."""
         if sweep_id is not None:
@@ -201,19 +205,20 @@ class SweepDB:
                 "SELECT p.* FROM sweep_points s JOIN points p USING (point_hash) "
                 "WHERE s.sweep_id = ? ORDER BY s.seq", (sweep_id,))
         else:
-            rows = self.conn.execute(
-                "SELECT p.* FROM points p LEFT JOIN (SELECT point_hash, "
-                "MIN(sweep_id * 4294967296 + seq) AS o FROM sweep_points GROUP BY point_hash) "
-                "USING (point_hash) ORDER BY o, p.rowid")
+            rows = self.conn.execute(f"SELECT p.* FROM points p {self._ORDER} ORDER BY o, p.rowid")
         return [dict(r) for r in rows]
 
     def layers(self, sweep_id: int | None = None) -> list[dict]:
-        """Layer rows, in ``points(sweep_id)`` order, then layer order."""
-        order = {h["point_hash"]: i for i, h in enumerate(self.points(sweep_id))}
-        rows = [dict(r) for r in self.conn.execute("SELECT * FROM layers")
-                if r["point_hash"] in order]
-        rows.sort(key=lambda r: (order[r["point_hash"]], r["idx"]))
-        return rows
+        """Layer rows in ``points(sweep_id)`` order, then layer order."""
+        if sweep_id is not None:
+            rows = self.conn.execute(
+                "SELECT l.* FROM sweep_points s JOIN layers l USING (point_hash) "
+                "WHERE s.sweep_id = ? ORDER BY s.seq, l.idx", (sweep_id,))
+        else:
+            rows = self.conn.execute(
+                f"SELECT l.* FROM layers l JOIN points p USING (point_hash) {self._ORDER} "
+                "ORDER BY o, p.rowid, l.idx")
+        return [dict(r) for r in rows]
 
     def sweeps(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM sweeps ORDER BY sweep_id")]

@@ -73,7 +73,9 @@ def run_sweep(spec: SweepSpec | str | os.PathLike, db: str | os.PathLike = "swee
     points = expand(spec)
     base = profile_mapping(spec.base)
     objects = [(digest(base), "profile", base)]
-    objects += [(digest(m), "workload", m) for m in (workload_mapping(w) for _, w in spec.workloads)]
+    for _, wl in spec.workloads:
+        mapping = workload_mapping(wl)
+        objects.append((digest(mapping), "workload", mapping))
     with SweepDB(db) as store:
         sweep_id = store.register(spec.name, points, objects)
         done = store.finished(sweep_id)

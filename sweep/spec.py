@@ -107,6 +107,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 
     >>> spec = load_spec("sweep/examples/edge-npu.toml")
     >>> spec.size
+    144
     """
     path = Path(path)
     where = str(path)

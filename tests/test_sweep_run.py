@@ -21,7 +21,7 @@ import pytest
 from lowbit.cli import main
 from lowbit.roofline import analyze
 from lowbit.simulator import load_profile, simulate
-from lowbit.simulator.workload import Conv2d, Gemm, Sparsity, Workload
+from lowbit.simulator.workload import Conv2d, Gemm, Workload
 from lowbit.sweep import (DatabaseError, SweepDB, expand, layers_csv, load_spec, make_executor,
                           parse_executor, points_csv, run_sweep)
 from lowbit.sweep import runner
@@ -153,6 +153,10 @@ def test_a_wider_spec_reuses_the_points_it_shares(tmp_path):
     with SweepDB(db) as store:
         assert len(store.points(first.sweep_id)) == 8
         assert len(store.points(second.sweep_id)) == len(store.points()) == 12
+        every = store.layers()
+        assert len(every) == 24
+        assert [(r["point_hash"], r["idx"]) for r in every] == [
+            (p["point_hash"], i) for p in store.points() for i in (0, 1)]
 
 
 def test_an_error_stops_the_sweep_but_keeps_what_was_committed(tmp_path, monkeypatch):

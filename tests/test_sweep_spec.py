@@ -336,3 +336,11 @@ def test_point_hash_is_the_same_in_another_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spec.toml")], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == PINNED_HASH
+
+
+def test_schema_doc_names_every_column_and_override_key():
+    from lowbit.sweep.columns import LAYER_COLUMNS, POINT_COLUMNS, names
+
+    doc = (EXAMPLES_DIR.parent / "SCHEMA.md").read_text()
+    for name in names(POINT_COLUMNS) + names(LAYER_COLUMNS) + tuple(OVERRIDE_KEYS):
+        assert f"`{name}`" in doc, name
