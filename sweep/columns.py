@@ -34,8 +34,9 @@ POINT_LABELS = (
     ("sparsity_support", "TEXT", "the profile's sparsity: none or 2:4"),
     ("macs_per_pe", "TEXT", "bits:MACs per PE per cycle, widest first"),
 )
-# Computed by the worker (lowbit.sweep.evaluate.evaluate_point). Totals are NULL for an
-# infeasible point (its layers table rows say which layers failed and why).
+# Computed by the worker (lowbit.sweep.evaluate.evaluate_point). The simulator's totals are
+# NULL for an infeasible point (its layers rows say which layers failed and why); the
+# roofline's only when the profile itself is invalid (there are no layers rows then).
 POINT_RESULTS = (
     ("feasible", "INTEGER NOT NULL", "1 if the profile is valid and every layer runs"),
     ("reason", "TEXT NOT NULL", "why not, when infeasible"),
@@ -52,7 +53,6 @@ POINT_RESULTS = (
     ("rl_energy_j", "REAL", "roofline energy"),
     ("rl_utilization", "REAL", "achieved ops/s over the ceiling"),
     ("rl_memory_bound_layers", "INTEGER", "layers bound by a memory roof"),
-    ("rl_reason", "TEXT NOT NULL", "why the roofline has no figures, if it has none"),
     ("seconds", "REAL NOT NULL", "wall time of the evaluation in the worker"),
     ("lowbit_version", "TEXT NOT NULL", "lowbit version of the worker"),
 )

@@ -66,7 +66,7 @@ def evaluate_point(task: Mapping[str, Any]) -> dict:
     """
     t0 = time.perf_counter()
     point = _empty(POINT_RESULTS)
-    point.update(feasible=0, reason="", rl_reason="", lowbit_version=lowbit.__version__)
+    point.update(feasible=0, reason="", lowbit_version=lowbit.__version__)
     layers: list[dict] = []
     try:
         profile = profile_from_mapping(task["profile"])
@@ -85,11 +85,7 @@ def _run(task, profile, point: dict) -> list[dict]:
     dataflow = task["dataflow"]
     stats = simulate(workload, profile, dataflow=dataflow, convention=task["convention"])
     precision = None if task["precision"] == PER_LAYER else task["precision"]
-    try:
-        roof = analyze(workload, profile, precision=precision, dataflow=dataflow)
-    except ValueError as exc:  # e.g. no compute ceiling for the precision
-        roof = None
-        point["rl_reason"] = str(exc)
+    roof = analyze(workload, profile, precision=precision, dataflow=dataflow)
     total = stats.total
     point["feasible"] = int(total.feasible)
     point["reason"] = total.reason
@@ -100,10 +96,9 @@ def _run(task, profile, point: dict) -> list[dict]:
             sim_dram_bytes=total.dram_bytes, sim_latency_s=total.latency_s,
             sim_energy_pj=total.energy_pj, sim_compute_utilization=total.compute_utilization,
             sim_mapping_efficiency=total.mapping_efficiency)
-    if roof is not None:
-        point.update(rl_latency_s=roof.total.latency_s, rl_energy_j=roof.total.energy_j,
-                     rl_utilization=roof.total.utilization,
-                     rl_memory_bound_layers=len(roof.total.memory_bound_layers))
+    point.update(rl_latency_s=roof.total.latency_s, rl_energy_j=roof.total.energy_j,
+                 rl_utilization=roof.total.utilization,
+                 rl_memory_bound_layers=len(roof.total.memory_bound_layers))
     rows = []
     for idx, s in enumerate(stats.layers):
         row = _empty(LAYER_COLUMNS)
@@ -117,11 +112,10 @@ def _run(task, profile, point: dict) -> list[dict]:
                 sim_compute_utilization=s.compute_utilization,
                 sim_mapping_efficiency=s.mapping_efficiency,
                 sim_overall_utilization=s.overall_utilization)
-        if roof is not None:
-            r = roof.layers[idx]
-            row.update(rl_bound=r.bound, rl_precision=r.precision, rl_latency_s=r.latency_s,
-                       rl_energy_j=r.energy_j, rl_ops=r.ops, rl_dram_bytes=r.bytes,
-                       rl_intensity=r.intensity, rl_utilization=r.utilization,
-                       rl_efficiency=r.efficiency, rl_efficiency_source=r.efficiency_source)
+        r = roof.layers[idx]
+        row.update(rl_bound=r.bound, rl_precision=r.precision, rl_latency_s=r.latency_s,
+                   rl_energy_j=r.energy_j, rl_ops=r.ops, rl_dram_bytes=r.bytes,
+                   rl_intensity=r.intensity, rl_utilization=r.utilization,
+                   rl_efficiency=r.efficiency, rl_efficiency_source=r.efficiency_source)
         rows.append(row)
     return rows

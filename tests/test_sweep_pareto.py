@@ -71,7 +71,7 @@ def _hand_db(path):
                           weight_sparsity="as-is", convention="lowbit", rows=side, cols=side,
                           pe_count=side * side, sram_bytes=sram_kib * 1024)
             result = dict.fromkeys(names(POINT_RESULTS))
-            result.update(feasible=int(ok), reason="" if ok else "too big", rl_reason="",
+            result.update(feasible=int(ok), reason="" if ok else "too big",
                           seconds=0.0, lowbit_version="test",
                           sim_latency_s=None if lat is None else lat * 1e-3,
                           sim_energy_pj=None if energy is None else energy * 1e9)

@@ -202,9 +202,10 @@ def test_infeasible_points_are_stored_with_their_reason(tmp_path):
     assert not bad_profile["feasible"]
     assert "invalid profile" in bad_profile["reason"]
     assert "ifmap_sram_bytes" in bad_profile["reason"]
-    assert bad_profile["sim_total_cycles"] is None
+    assert bad_profile["sim_total_cycles"] is None and bad_profile["rl_latency_s"] is None
     assert not bad_layer["feasible"] and "infeasible layers" in bad_layer["reason"]
     assert bad_layer["sim_latency_s"] is None and bad_layer["dataflow"] == "ws"
+    assert bad_layer["rl_latency_s"] > 0  # the roofline has no notion of a layer not fitting
     mine = [r for r in layers if r["point_hash"] == bad_layer["point_hash"]]
     assert len(mine) == 2 and all("ofmap buffer too small" in r["reason"] for r in mine)
     assert not [r for r in layers if r["point_hash"] == bad_profile["point_hash"]]
