@@ -53,5 +53,4 @@ def test_sweep_resnet18(benchmark, tmp_path):
         "impl": f"lowbit-sweep[local x{WORKERS}]", "family": "lowbit", "precision": "sim-int8",
         "ops": POINTS, "ops_unit": "sweep points", "bytes": max(dram or 0, 1), "pass": 0,
         "points": POINTS, "workers": WORKERS, "layers_rows": layers,
-        "infeasible": summary.infeasible, "points_per_s": POINTS / seconds,
-        "points_per_s_after_startup": summary.points_per_s})
+        "infeasible": summary.infeasible, "points_per_s": POINTS / seconds})
