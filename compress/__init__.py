@@ -1,1 +1,38 @@
-"""lowbit.compress: quantization, pruning and distillation. Not built yet (issues 7 and 8)."""
+"""lowbit.compress: quantization of torch models (PTQ static / dynamic, weight-only, QAT, mixed
+precision) into integer-simulated layers that match lowbit's kernels. Pruning and
+distillation are not built yet (issue 8).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from lowbit.compress import Int8StaticConfig, quantize
+    >>> model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    >>> batches = [torch.randn(32, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    >>> model = quantize(model, Int8StaticConfig(calibrator="minmax"), calibration=batches)
+    >>> model[0].lowbit_storage()["format"]
+    'int8'
+"""
+from .api import calibrate, default_filter, quantize, register_handler
+from .bnfold import conv_bn_pairs, fold_batchnorm
+from .calibrators import (CALIBRATORS, Calibrator, EMAMinMaxCalibrator, KLCalibrator,
+                          MinMaxCalibrator, MSECalibrator, PercentileCalibrator, make_calibrator)
+from .configs import (Int4WeightOnlyConfig, Int8DynamicConfig, Int8StaticConfig,
+                      IntxWeightOnlyConfig, QATConfig)
+from .granularity import PerChannel, PerGroup, PerTensor
+from .mixed import (BitAssignment, SensitivityTable, assign_bits, layer_sensitivity,
+                    pareto_knapsack)
+from .qat import FakeQuantize, QATConv2d, QATLinear, convert
+from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
+                    lsq_fake_quantize, qparams, quantize_tensor)
+from .qmodules import ActQuant, IntegerTrace, QuantConv2d, QuantLinear
+
+__all__ = [
+    "ActQuant", "BitAssignment", "CALIBRATORS", "Calibrator", "EMAMinMaxCalibrator",
+    "FakeQuantize", "Int4WeightOnlyConfig", "Int8DynamicConfig", "Int8StaticConfig",
+    "IntegerTrace", "IntxWeightOnlyConfig", "KLCalibrator", "MSECalibrator", "MinMaxCalibrator",
+    "PerChannel", "PerGroup", "PerTensor", "PercentileCalibrator", "QATConfig", "QATConv2d",
+    "QATLinear", "QuantConv2d", "QuantLinear", "QuantSpec", "SensitivityTable", "assign_bits",
+    "calibrate", "conv_bn_pairs", "convert", "default_filter", "dequantize",
+    "dynamic_quantize_rows", "fake_quantize", "fold_batchnorm", "layer_sensitivity",
+    "lsq_fake_quantize", "make_calibrator", "pareto_knapsack", "qparams", "quantize",
+    "quantize_tensor", "register_handler",
+]
