@@ -47,7 +47,8 @@ class Int8DynamicConfig:
     BatchNorm2d into the preceding Conv2d first (eval statistics).
 
     Example:
-        >>> quantize(model, Int8DynamicConfig())                     # doctest: +SKIP
+        >>> Int8DynamicConfig()
+        Int8DynamicConfig(fold_bn=True)
     """
 
     fold_bn: bool = True
@@ -68,7 +69,9 @@ class Int8StaticConfig:
         fold_bn: fold BatchNorm2d into the preceding Conv2d before calibrating.
 
     Example:
-        >>> quantize(model, Int8StaticConfig(calibrator="kl"), calibration=batches)  # doctest: +SKIP
+        >>> Int8StaticConfig(calibrator="entropy")
+        Traceback (most recent call last):
+        ValueError: calibrator: unknown 'entropy'; use one of 'minmax', 'ema', 'percentile', 'mse', 'kl'
     """
 
     calibrator: str = "kl"
@@ -102,7 +105,9 @@ class Int4WeightOnlyConfig:
     with a warning.
 
     Example:
-        >>> quantize(model, Int4WeightOnlyConfig(group_size=32))     # doctest: +SKIP
+        >>> Int4WeightOnlyConfig(group_size=48)
+        Traceback (most recent call last):
+        ValueError: group_size: the int4 kernels take 32, 64 or 128, got 48
     """
 
     group_size: int = 32
@@ -121,7 +126,8 @@ class IntxWeightOnlyConfig:
     activations stay float. Used by mixed precision to try several widths per layer.
 
     Example:
-        >>> quantize(model, IntxWeightOnlyConfig(bits=3))            # doctest: +SKIP
+        >>> IntxWeightOnlyConfig(bits=3).granularity
+        PerChannel(axis=0)
     """
 
     bits: int = 4
@@ -151,7 +157,9 @@ class QATConfig:
     After training, ``lowbit.compress.convert(model)`` gives the integer model.
 
     Example:
-        >>> quantize(model, QATConfig(weight_bits=4, act_bits=4))    # doctest: +SKIP
+        >>> QATConfig(weight_bits=4, act_bits=4, granularity=PerGroup(32))
+        Traceback (most recent call last):
+        ValueError: granularity: PerGroup weights are for weight-only QAT; pass act_bits=None, or use PerChannel(0) with quantized activations
     """
 
     weight_bits: int = 8
