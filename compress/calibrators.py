@@ -14,7 +14,9 @@ zero point). Short aliases: "minmax", "ema", "percentile", "mse", "kl" (``make_c
   (Migacz 2017, "8-bit Inference with TensorRT", GTC): for each i from L + 1 to 2048 bins,
   P = the first i bins with the outliers added to the last, Q = those bins merged into L + 1
   levels and expanded back over the non-empty bins, T = (m + 0.5) * bin width for the m of
-  least KL(P || Q). L + 1 = 128 for int8 symmetric.
+  least KL(P || Q). L + 1 = 128 for int8 symmetric (256 for unsigned non-negative data). The
+  zero bin's count is replaced by its neighbour's first, as NVIDIA's pytorch-quantization
+  (TensorRT tools) does, so the exact zeros after a ReLU do not decide the threshold.
 
 The histogram covers [0, R]; when a batch exceeds R, R doubles (as often as needed) and pairs
 of bins merge, an exact re-binning, so batches can arrive in any order.
@@ -240,7 +242,11 @@ class KLCalibrator(HistogramCalibrator):
     def divergences(self) -> tuple[np.ndarray, np.ndarray]:
         """(candidate bin counts i, KL(P_i || Q_i)); inf where a candidate is degenerate."""
         nq = self.levels() + 1  # quantized bins, 128 for int8 symmetric
-        hist = self.hist
+        # The zero bin takes its neighbour's count (as NVIDIA's pytorch-quantization entropy
+        # calibrator does): the exact zeros of ReLU outputs would otherwise dominate P and
+        # push the threshold down.
+        hist = self.hist.copy()
+        hist[0] = hist[1]
         starts = np.arange(nq, HIST_BINS + 1)
         kl = np.full(starts.size, np.inf)
         for j, i in enumerate(starts):

@@ -114,6 +114,13 @@ def test_kl_ignores_far_outliers():
     assert 2.5 < t < 10.0
 
 
+def test_kl_is_not_pulled_down_by_relu_zeros():
+    x = np.maximum(_rng(7).standard_normal(1_000_000), 0.0)  # half the values exactly 0
+    c = KLCalibrator(bits=8, symmetric=False)
+    c.observe(x)
+    assert c.range()[1] > 3.0
+
+
 def test_kl_uses_128_levels_for_int8_and_256_for_unsigned_nonnegative():
     c = KLCalibrator(bits=8, symmetric=True)
     c.observe(np.abs(_rng(6).standard_normal(1000)))
