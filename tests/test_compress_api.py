@@ -462,11 +462,11 @@ def test_lsq_scale_learns():
     first = None
     for _ in range(100):
         loss = (fq(x) - x).square().mean()
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < first
+    assert loss.item() < first
 
 
 def test_convert_without_qat_layers_raises():
