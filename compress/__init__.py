@@ -6,7 +6,8 @@ distillation are not built yet (issue 8).
     >>> from torch import nn
     >>> from lowbit.compress import Int8StaticConfig, quantize
     >>> model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
-    >>> batches = [torch.randn(32, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batches = [torch.randn(32, 16, generator=g) for _ in range(4)]
     >>> model = quantize(model, Int8StaticConfig(calibrator="minmax"), calibration=batches)
     >>> model[0].lowbit_storage()["format"]
     'int8'

@@ -59,7 +59,8 @@ class FakeQuantize(nn.Module):
         self.register_buffer("observed", torch.zeros((), dtype=torch.long))
         if learnable:
             self.scale = nn.Parameter(torch.ones(param_shape))
-            self.zero_point = nn.Parameter(torch.zeros(param_shape))
+            self.zero_point = None if spec.symmetric else \
+                nn.Parameter(torch.zeros(param_shape))
 
     @property
     def precision(self) -> int:
@@ -94,8 +95,8 @@ class FakeQuantize(nn.Module):
             raise RuntimeError("FakeQuantize: no range observed yet; run training batches "
                                "(model.train()) before evaluating a QAT model")
         if self.learnable:
-            return lsq_fake_quantize(x, torch.clamp(self.scale, min=1e-12), self.zero_point,
-                                     self.spec)
+            zp = torch.zeros_like(self.scale) if self.zero_point is None else self.zero_point
+            return lsq_fake_quantize(x, torch.clamp(self.scale, min=1e-12), zp, self.spec)
         scale, zp = self.qparams()
         return fake_quantize(x, scale, zp, self.spec)
 

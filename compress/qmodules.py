@@ -375,7 +375,7 @@ class QuantConv2d(_QuantLayer):
         cols = F.unfold(q.double() - z, self.kernel_size, self.dilation, self.padding,
                         self.stride)                                 # [B, K, L]
         rows = cols.transpose(1, 2).reshape(-1, cols.shape[1]) + z   # padding holds z
-        a_q = rows.numpy().astype(q.numpy().dtype)
+        a_q = rows.to(q.dtype).numpy()
         a_scale = a_s.reshape(-1, 1).expand(-1, cols.shape[2]).reshape(-1).numpy()
         acc = (a_q.astype(np.int64) - z) @ w_q.astype(np.int64).T
         return IntegerTrace(a_q, a_scale.copy(), z, w_q, self._w_scale_vector().numpy().copy(),
