@@ -106,7 +106,7 @@ def quantize_weight_int4(w2d: torch.Tensor, group_size: int) -> tuple[torch.Tens
 
 def storage_record(fmt: str, w_numel: int, weight_bits: int, scales: torch.Tensor,
              bias: torch.Tensor | None, act: ActQuant | None, group_size: int | None) -> dict:
-    """The ``lowbit_storage`` record shared by quantized and QAT layers.
+    """The ``lowbit_storage`` record shared by quantized and QAT layers (read by ``profile``).
 
     bytes: weight values bit-packed (ceil(numel * bits / 8)), their scales in the stored
     dtype, the float32 bias, and static activation parameters (float32 scale, int32 zero
@@ -117,8 +117,9 @@ def storage_record(fmt: str, w_numel: int, weight_bits: int, scales: torch.Tenso
         nbytes += bias.numel() * 4
     if act is not None and act.mode == "static":
         nbytes += 4 + (0 if act.symmetric else 4)
+    params = w_numel + (0 if bias is None else bias.numel())  # logical weights + biases
     return {"format": fmt, "bytes": int(nbytes), "weight_bits": float(weight_bits),
-            "act_bits": 32 if act is None else act.bits, "sparsity": 0.0,
+            "act_bits": 32 if act is None else act.bits, "sparsity": 0.0, "params": int(params),
             "group_size": group_size, "scale_dtype": str(scales.dtype).removeprefix("torch.")}
 
 
@@ -206,7 +207,7 @@ class _QuantLayer(nn.Module):
 
     def lowbit_storage(self) -> dict:
         """Stored format: {"format", "bytes", "weight_bits", "act_bits", "sparsity",
-        "group_size", "scale_dtype"} (bytes: every stored byte, see ``storage_record``)."""
+        "params", "group_size", "scale_dtype"} (bytes: every stored byte, see ``storage_record``)."""
         g = self.weight_spec.granularity
         return storage_record(self.weight_format, self.weight_q.numel(), self.weight_spec.bits,
                         self.weight_scale, self.bias, self.act,

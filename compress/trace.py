@@ -38,7 +38,8 @@ value, scales excluded: 8, 4, 1 ...), ``act_bits`` (int: activation width it run
 W8A8, 32 for fp32 activations of a weight-only format) and ``sparsity`` (fraction of zero
 weights, in [0, 1)); optionally ``params`` (int: logical weights + biases, when not derivable
 from the geometry) and ``sparsity_kind`` ("dense", "2:4" or "unstructured"; default
-"unstructured" when sparsity > 0). ``storage_of`` validates it.
+"unstructured" when sparsity > 0), and, informational only, ``group_size`` and ``scale_dtype``
+of a grouped format. ``storage_of`` validates it.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ __all__ = ["StorageInfo", "StorageError", "storage_of", "GemmOp", "ConvOp", "Mat
 
 SPARSITY_KINDS = ("dense", "2:4", "unstructured")
 _REQUIRED = ("format", "bytes", "weight_bits", "act_bits", "sparsity")
-_OPTIONAL = ("params", "sparsity_kind")
+_OPTIONAL = ("params", "sparsity_kind", "group_size", "scale_dtype")
 _MAX_BITS = 64
 
 
