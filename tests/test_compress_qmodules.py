@@ -211,7 +211,7 @@ def test_lowbit_storage_counts_every_byte():
     st_ = q.lowbit_storage()
     assert st_ == {"format": "int8", "bytes": 64 * 32 + 32 * 4 + 32 * 4 + 4 + 4,
                    "weight_bits": 8.0, "act_bits": 8, "sparsity": 0.0, "group_size": None,
-                   "scale_dtype": "float32"}
+                   "scale_dtype": "float32", "params": 64 * 32 + 32}
     q4 = QuantLinear.from_float_int4(_linear(64, 32, 0, bias=False), 32)
     s4 = q4.lowbit_storage()
     assert (s4["format"], s4["bytes"], s4["act_bits"], s4["group_size"], s4["scale_dtype"]) == \
