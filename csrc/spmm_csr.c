@@ -154,9 +154,10 @@ int lb_spmm_csr(int isa, const lb_csr_weights *w, int64_t b, const void *x, int6
     /* x rows that do not start on a cache line cost the vector kernels about 1.5x (a row of
      * 128 int8 then spans three lines and every 64-byte load is split; measured on Zen 5 with
      * numpy's 16-byte-aligned arrays, 4096 x 4096 at 10%, b = 128). Such an x is copied to
-     * a scratch buffer with rows on cache lines when that is cheaper: rows of at least a line
-     * and at least COPY_REUSE stored entries per row of x (a copy of K rows costs about as
-     * much as the split loads of K / 2 entries). */
+     * a scratch buffer with rows on cache lines: rows of at least a line and at least
+     * COPY_REUSE stored entries per row of x. Measured (one thread, b = 128): copied, a
+     * misaligned x runs within about 10% of an aligned one from 10% down to 0.1% density;
+     * not copied, 15-50% slower. */
     const size_t elem = f32 ? sizeof(float) : sizeof(int8_t);
     void *xcopy = NULL;
     if (isa != LB_ISA_PORTABLE && (size_t)b * elem >= 64 && stored >= COPY_REUSE * w->k &&
