@@ -282,7 +282,9 @@ def _gemm_int8_fake(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_s
 def _gemm_int8_impl(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_scale=None,
                     w_scale=None, bias=None, multiplier=None, shift=None, out_zero_point=0,
                     qmin=None, qmax=None, out_dtype=None):
-    _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype)
+    shape, dtype = _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype)
+    if not shape[0]:  # no rows: nothing to compute (and per-row scales would be empty)
+        return torch.empty(shape, dtype=dtype)
     packed = _packed(w, w_meta, w_format)
     unused = {"dequantize": ("multiplier", "shift"), "requantize": ("a_scale", "w_scale"),
               "none": ("a_scale", "w_scale", "bias", "multiplier", "shift")}[epilogue]
@@ -328,7 +330,9 @@ def _gemm_w4a16_fake(x, w, w_meta, w_format):
 
 
 def _gemm_w4a16_impl(x, w, w_meta, w_format):
-    _w4_out(x, "x", _W4A16_ACTS, w, w_meta, w_format)
+    shape = _w4_out(x, "x", _W4A16_ACTS, w, w_meta, w_format)
+    if not shape[0]:
+        return torch.empty(shape, dtype=torch.float32)
     packed = _packed(w, w_meta, w_format)
     return torch.from_numpy(_gemm_w4a16(_np(x), packed))
 
@@ -338,7 +342,9 @@ def _gemm_w4a8_fake(a, w, w_meta, w_format, a_scale=None):
 
 
 def _gemm_w4a8_impl(a, w, w_meta, w_format, a_scale=None):
-    _w4_out(a, "a", (torch.int8,), w, w_meta, w_format)
+    shape = _w4_out(a, "a", (torch.int8,), w, w_meta, w_format)
+    if not shape[0]:
+        return torch.empty(shape, dtype=torch.float32)
     packed = _packed(w, w_meta, w_format)
     return torch.from_numpy(_gemm_w4a8(_np(a), packed, a_scale=_np_opt(a_scale)))
 
@@ -359,7 +365,9 @@ def _gemm_binary_fake(a_bits, w, w_meta, w_format, alpha=None, beta=None):
 
 
 def _gemm_binary_impl(a_bits, w, w_meta, w_format, alpha=None, beta=None):
-    _gemm_binary_out(a_bits, w, w_meta, w_format, alpha, beta)
+    shape, dtype = _gemm_binary_out(a_bits, w, w_meta, w_format, alpha, beta)
+    if not shape[0]:
+        return torch.empty(shape, dtype=dtype)
     packed = _packed(w, w_meta, w_format)
     bits = _np(a_bits).view(np.uint64)
     return torch.from_numpy(_gemm_binary(bits, packed, packed.k, alpha=_np_opt(alpha),
