@@ -30,7 +30,7 @@ setup(
         "numpy>=1.24",
         "numba>=0.59",
         "cffi>=1.16",
-        "torch>=2.3,<2.14",
+        "torch>=2.4,<2.14",  # 2.4: torch.library.register_fake (lowbit.kernels.torch_ops)
         "matplotlib>=3.7",
     ],
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"]},

@@ -32,23 +32,23 @@ _OPS = torch.ops.lowbit
 @dataclass(frozen=True)
 class GemmGeometry:
     """G GEMMs of [M, K] x [K, N]; ``taps`` kernel positions per input channel (K = C * taps);
-    ``pad_taps`` whether the conv zero-pads (the binary format corrects for it)."""
+    ``zero_padded`` whether the conv pads (the binary format corrects for the padding)."""
 
     groups: int
     k: int
     n: int
     taps: int = 1
     bias: bool = True
-    pad_taps: bool = False
+    zero_padded: bool = False
 
     @property
     def channels(self) -> int:
         return self.groups * self.n
 
 
-def _aligned_tensor(shape: tuple[int, ...], np_dtype, fill=0) -> torch.Tensor:
+def _aligned_zeros(shape: tuple[int, ...], np_dtype) -> torch.Tensor:
     arr = aligned_empty(shape, np_dtype)
-    arr.fill(fill)
+    arr.fill(0)
     carrier = np.int64 if arr.dtype == np.uint64 else arr.dtype  # torch has no full uint64
     return torch.from_numpy(arr.view(carrier))
 
@@ -101,6 +101,7 @@ class FormatScheme:
     ``packed`` (the stacked Packed* arrays, in codec order)."""
 
     fmt: str
+    act_bits: int              # bits per activation element the GEMM reads
     OPTIONS: dict[str, object] = {}
     weight_buffers: tuple[str, ...] = ()
     packed: tuple[str, ...] = ("weight_data",)
@@ -112,15 +113,10 @@ class FormatScheme:
             raise TypeError(f"{unknown[0]}: not an option of format {self.fmt!r} (options: {known})")
         self.options = {**self.OPTIONS, **options}
 
-    @property
-    def act_bits(self) -> int:
-        raise NotImplementedError
-
-    def storage_format(self) -> str:
-        return self.fmt
-
     def describe(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v != self.OPTIONS[k])
+        """The options that differ from their defaults (floats as their float32 values)."""
+        return ", ".join(f"{k}={np.float32(v) if isinstance(v, float) else repr(v)}"
+                         for k, v in self.options.items() if v != self.OPTIONS[k])
 
     def meta(self, mod, g: int) -> list[int]:
         return [mod.geometry.k, mod.geometry.n]
@@ -129,7 +125,7 @@ class FormatScheme:
         return [getattr(mod, name)[g] for name in self.packed]
 
     def packed_record(self, mod, g: int):
-        return tensors_to_packed(self.weights(mod, g), self.meta(mod, g), self.storage_format())
+        return tensors_to_packed(self.weights(mod, g), self.meta(mod, g), self.fmt)
 
     def prepare_input(self, mod, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(input for im2col, value its padding takes). Float formats: float32 and 0."""
@@ -191,13 +187,11 @@ class Int8Scheme(FormatScheme):
     def int8_out(self) -> bool:
         return self.options["out_scale"] is not None
 
-    @property
-    def act_bits(self) -> int:
-        return 8
+    act_bits = 8
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
         g, c = geo.groups, geo.channels
-        bufs = {"weight_data": _aligned_tensor((g, *INT8_PANELS.packed_shape(geo.k, geo.n)), np.int8),
+        bufs = {"weight_data": _aligned_zeros((g, *INT8_PANELS.packed_shape(geo.k, geo.n)), np.int8),
                 "weight_col_sum": torch.zeros(g, geo.n, dtype=torch.int32),
                 "weight_abs_sum_max": torch.zeros(g, dtype=torch.int64),
                 "weight_scale": torch.ones(c, dtype=torch.float32)}
@@ -343,11 +337,11 @@ class Int4Scheme(FormatScheme):
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
         kp, gs = self.padded_k(geo.k), self.options["group_size"]
         gshape = (geo.groups, *self.spec.group_shape(kp, geo.n, gs))
-        bufs = {"weight_data": _aligned_tensor((geo.groups, *self.spec.packed_shape(kp, geo.n)),
+        bufs = {"weight_data": _aligned_zeros((geo.groups, *self.spec.packed_shape(kp, geo.n)),
                                                np.uint8),
-                "weight_scales": _aligned_tensor(gshape, self.options["scale_dtype"])}
+                "weight_scales": _aligned_zeros(gshape, self.options["scale_dtype"])}
         if self.spec.zero_point:
-            bufs["weight_zeros"] = _aligned_tensor(gshape, np.uint8)
+            bufs["weight_zeros"] = _aligned_zeros(gshape, np.uint8)
         if geo.bias:
             bufs["bias"] = torch.zeros(geo.channels, dtype=torch.float32)
         return bufs
@@ -449,15 +443,13 @@ class BinaryScheme(FormatScheme):
     def weight_buffers(self) -> tuple[str, ...]:
         return ("weight_data", "weight_alpha", "weight_tap_sums")
 
-    @property
-    def act_bits(self) -> int:
-        return 1
+    act_bits = 1
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
-        bufs = {"weight_data": _aligned_tensor((geo.groups, *BINARY_PANELS.packed_shape(geo.k, geo.n)),
+        bufs = {"weight_data": _aligned_zeros((geo.groups, *BINARY_PANELS.packed_shape(geo.k, geo.n)),
                                                np.uint64),
                 "weight_alpha": torch.ones(geo.channels, dtype=torch.float32)}
-        if geo.pad_taps:
+        if geo.zero_padded:
             bufs["weight_tap_sums"] = torch.zeros(geo.groups, geo.taps, geo.n, dtype=torch.int32)
         if geo.bias:
             bufs["bias"] = torch.zeros(geo.channels, dtype=torch.float32)
@@ -469,7 +461,7 @@ class BinaryScheme(FormatScheme):
         bufs = {f"weight_{k}": v for k, v in _stack_packed(
             [pack_weights(w_np[g], "binary", layout="nk") for g in range(geo.groups)]).items()}
         bufs["weight_alpha"] = alpha.contiguous()
-        if geo.pad_taps:
+        if geo.zero_padded:
             signs = torch.where(w >= 0, 1, -1).reshape(geo.groups, geo.n, -1, geo.taps)
             bufs["weight_tap_sums"] = (signs.sum(dim=2, dtype=torch.int32).transpose(1, 2)
                                        .contiguous())

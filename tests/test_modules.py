@@ -577,3 +577,75 @@ def test_errors(raises_naming):
 def test_modules_module_is_importable_by_name():
     assert lk.LowbitLinear is LowbitLinear and lk.LowbitConv2d is LowbitConv2d
     assert modules.__all__ == ["LowbitConv2d", "LowbitLinear"]
+
+
+# --- every ISA tier, docstring examples ------------------------------------------------------
+
+ISA_CHILD = """
+import sys, torch
+from lowbit.kernels.modules import LowbitConv2d, LowbitLinear
+saved = torch.load(sys.argv[1])
+outs = {}
+for name, (cls, cfg, sd, x) in saved.items():
+    mod = {"linear": LowbitLinear, "conv": LowbitConv2d}[cls](**cfg)
+    mod.load_state_dict(sd)
+    outs[name] = mod(x)
+torch.save(outs, sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("disabled", ["avx512_vnni,avx512,avx2", "avx512_vnni,avx512,avx2,portable"],
+                         ids=["portable", "numba"])
+def test_modules_exact_on_fallback_isas(disabled, tmp_path):
+    """The kernels' fallback tiers give the modules the same outputs, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    cases = {
+        "lin_int8_dynamic": ("linear", {"in_features": 70, "out_features": 33},
+                             LowbitLinear.from_float(float_linear(70, 33), "int8"), rand(5, 70)),
+        "lin_int8_requant": ("linear", {"in_features": 70, "out_features": 33, "act_scale": 0.03,
+                                        "act_zero_point": 9, "out_scale": 0.05, "relu": True},
+                             LowbitLinear.from_float(float_linear(70, 33), "int8", act_scale=0.03,
+                                                     act_zero_point=9, out_scale=0.05, relu=True),
+                             rand(5, 70)),
+        "conv_binary": ("conv", {"in_channels": 3, "out_channels": 5, "kernel_size": 3,
+                                 "padding": 1, "fmt": "binary"},
+                        LowbitConv2d.from_float(float_conv(3, 5, 3, padding=1), "binary"),
+                        rand(2, 3, 6, 6)),
+        "lin_w4a8": ("linear", {"in_features": 64, "out_features": 9, "fmt": "int4",
+                                "activations": "int8"},
+                     LowbitLinear.from_float(float_linear(64, 9), "int4", activations="int8"),
+                     rand(3, 64)),
+    }
+    saved = {k: (cls, cfg, mod.state_dict(), x) for k, (cls, cfg, mod, x) in cases.items()}
+    torch.save(saved, tmp_path / "in.pt")
+    env = {**os.environ, "LOWBIT_DISABLE_ISA": disabled}
+    proc = subprocess.run([sys.executable, "-c", ISA_CHILD, str(tmp_path / "in.pt"),
+                           str(tmp_path / "out.pt")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    for name, (_, _, mod, x) in cases.items():
+        want = mod(x)
+        if name == "lin_w4a8":  # float sums over groups: each tier in its own order
+            assert torch.allclose(got[name], want, rtol=1e-5, atol=1e-6), name
+        else:
+            assert torch.equal(got[name], want), name
+
+
+@pytest.mark.parametrize("module", ["torch_ops", "torch_quant", "modules"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"lowbit.kernels.{module}")
+    globs = {"np": np, "torch": torch, "pack_weights": lk.pack_weights, **vars(mod)}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = doctest.DocTestFinder().find(mod, globs=globs)
+    assert tests
+    for t in tests:
+        runner.run(t)
+    assert runner.summarize(verbose=False).failed == 0
