@@ -17,7 +17,7 @@ aligned buffer once and that copy cached. Fake implementations check ranks, dtyp
 and give the output's shape and dtype, so shapes propagate under FakeTensorMode / export.
 
 A new op is one ``OpDef`` in ``OPS``; a new weight format one ``WeightCodec`` in ``CODECS``.
-The ops are inference-only (no autograd formula) and run on CPU tensors.
+The ops run on CPU tensors and are inference-only: a backward pass through one raises.
 
 Example:
     >>> import numpy as np, torch
@@ -427,12 +427,21 @@ OPS: tuple[OpDef, ...] = (
 )
 
 
+def _no_gradient(name: str) -> Callable:
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{NAMESPACE}::{name} has no gradient: lowbit's kernels are "
+                           f"inference-only (train with fake quantization, then export)")
+    return backward
+
+
 def _register() -> torch.library.Library:
     lib = torch.library.Library(NAMESPACE, "DEF")
     for op in OPS:
+        qualname = f"{NAMESPACE}::{op.name}"
         lib.define(op.schema)
         lib.impl(op.name, op.impl, "CPU")
-        torch.library.register_fake(f"{NAMESPACE}::{op.name}", op.fake, lib=lib)
+        torch.library.register_fake(qualname, op.fake, lib=lib)
+        torch.library.register_autograd(qualname, _no_gradient(op.name), lib=lib)
     return lib
 
 

@@ -348,3 +348,11 @@ def test_errors_name_the_argument(raises_naming):
                        *packed_to_tensors(lk.pack_weights(np.ones((64, 4)), "binary")))
     with raises_naming(TypeError, "packed"):
         packed_to_tensors(np.zeros(3))
+
+
+def test_backward_through_an_op_raises():
+    _, p4 = w4_case(2, 64, 8, "int4")
+    x = torch.randn(2, 64, requires_grad=True)
+    y = OP.gemm_w4a16(x, *packed_to_tensors(p4))
+    with pytest.raises(RuntimeError, match="inference-only"):
+        y.sum().backward()
