@@ -462,8 +462,8 @@ class BinaryScheme(FormatScheme):
             [pack_weights(w_np[g], "binary", layout="nk") for g in range(geo.groups)]).items()}
         bufs["weight_alpha"] = alpha.contiguous()
         if geo.zero_padded:
-            signs = torch.where(w >= 0, 1, -1).reshape(geo.groups, geo.n, -1, geo.taps)
-            bufs["weight_tap_sums"] = (signs.sum(dim=2, dtype=torch.int32).transpose(1, 2)
+            signs = torch.where(w >= 0, 1, -1).reshape(geo.groups, geo.n, geo.taps, -1)
+            bufs["weight_tap_sums"] = (signs.sum(dim=3, dtype=torch.int32).transpose(1, 2)
                                        .contiguous())
         if bias is not None:
             bufs["bias"] = bias

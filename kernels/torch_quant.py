@@ -47,13 +47,14 @@ def _check_float(x: torch.Tensor, name: str) -> None:
 
 def absmax_scales(v: torch.Tensor) -> torch.Tensor:
     """Per row of a float32 [R, K] matrix: max_k |v_rk| / 127 in float32, 1.0 where it is 0."""
-    s = v.abs().amax(dim=1) / INT8_MAX
+    s = torch.linalg.vector_norm(v, ord=float("inf"), dim=1) / INT8_MAX  # max |v|: exact
     return torch.where(s == 0, torch.ones_like(s), s)
 
 
 def quantize_rows(v: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """int8 clip(rint(v / scales[:, None]), -128, 127)."""
-    return torch.clamp(torch.round(v / scales[:, None]), -128, 127).to(torch.int8)
+    q = v / scales[:, None]
+    return q.round_().clamp_(-128, 127).to(torch.int8)
 
 
 def quantize_weight_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +82,8 @@ def quantize_static(x: torch.Tensor, scale: torch.Tensor, zero_point: int) -> to
     """clip(rint(x / scale) + zero_point, qmin, qmax) as int8 (zp 0) or uint8; scale a 0-d
     float32 tensor (a Python float would be fine too: torch divides in float32 either way)."""
     dtype, lo, hi = activation_range(zero_point)
-    return torch.clamp(torch.round(x / scale) + zero_point, lo, hi).to(dtype)
+    q = x / scale
+    return q.round_().add_(zero_point).clamp_(lo, hi).to(dtype)
 
 
 def xnor_scales(v: torch.Tensor) -> torch.Tensor:

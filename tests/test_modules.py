@@ -79,16 +79,22 @@ def np_requant(acc, a_s, w_s, out_s, out_zp, relu, bias):
 
 
 def np_im2col(xp, kernel, stride, dilation) -> np.ndarray:
-    """Rows [B * OH * OW, C * kh * kw] of an already padded x [B, C, Hp, Wp]."""
+    """Rows [B * OH * OW, kh * kw * C] of an already padded x [B, C, Hp, Wp], K in the
+    modules' (kh, kw, c) order."""
     b, c, hp, wp = xp.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    rows = np.empty((b, oh, ow, c, kh, kw), xp.dtype)
+    rows = np.empty((b, oh, ow, kh, kw, c), xp.dtype)
     for i in range(kh):
         for j in range(kw):
             win = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            rows[..., i, j] = win.transpose(0, 2, 3, 1)
-    return rows.reshape(b * oh * ow, c * kh * kw), (oh, ow)
+            rows[:, :, :, i, j, :] = win.transpose(0, 2, 3, 1)
+    return rows.reshape(b * oh * ow, kh * kw * c), (oh, ow)
+
+
+def gemm_rows(conv_weight: np.ndarray) -> np.ndarray:
+    """[out, kh * kw * in / groups]: a conv weight in the modules' K order."""
+    return conv_weight.transpose(0, 2, 3, 1).reshape(conv_weight.shape[0], -1)
 
 
 def np_gemm(fmt, rows, w_nk, bias, opts, valid=None):
@@ -141,7 +147,7 @@ def np_conv(fmt, conv: nn.Conv2d, x: torch.Tensor, opts, pad4=None) -> np.ndarra
         xp = np_static(xp, opts["act_scale"], opts.get("act_zero_point", 0))
     g = conv.groups
     cg, ng = conv.in_channels // g, conv.out_channels // g
-    w = conv.weight.detach().numpy().reshape(conv.out_channels, -1)
+    w = gemm_rows(conv.weight.detach().numpy())
     b = None if conv.bias is None else conv.bias.detach().numpy()
     outs = []
     for gi in range(g):
@@ -391,11 +397,12 @@ def test_from_quantized_int4_equals_from_float(fmt, assert_exact):
     ref_mod = LowbitConv2d.from_float(conv, fmt, scale_dtype="float32")
     k = 45
     w_kn = np.zeros((64, 6), F32)
-    w_kn[:k] = conv.weight.detach().numpy().reshape(6, -1).T
+    w_kn[:k] = gemm_rows(conv.weight.detach().numpy()).T
     nib, sc, z = quantize_int4(w_kn, 32, fmt == "uint4", "float32")
-    vals = nib[:k].T.astype(np.int16) - (0 if fmt == "uint4" else 8)
+    vals = nib[:k].T.astype(np.int16) - (0 if fmt == "uint4" else 8)   # [6, (kh, kw, c)]
+    vals = vals.reshape(6, 3, 3, 5).transpose(0, 3, 1, 2)               # [6, c, kh, kw]
     kw = {"weight_zero_point": torch.from_numpy(z.T.copy())} if fmt == "uint4" else {}
-    mod = LowbitConv2d.from_quantized(fmt, torch.from_numpy(vals.reshape(6, 5, 3, 3)),
+    mod = LowbitConv2d.from_quantized(fmt, torch.from_numpy(vals.copy()),
                                       torch.from_numpy(sc.T.copy()), conv.bias.detach(),
                                       padding=1, **kw)
     assert mod.scheme.options["scale_dtype"] == "float32"
@@ -406,7 +413,7 @@ def test_from_quantized_int4_equals_from_float(fmt, assert_exact):
 def test_from_quantized_binary(assert_exact):
     conv = float_conv(3, 4, 3, padding=1, groups=1)
     w = conv.weight.detach()
-    alpha = torch.from_numpy(np_xnor_scales(w.reshape(4, -1).numpy()))
+    alpha = torch.from_numpy(np_xnor_scales(gemm_rows(w.numpy())))
     mod = LowbitConv2d.from_quantized("binary", torch.where(w >= 0, 1, -1).to(torch.int8), alpha,
                                       conv.bias.detach(), padding=1)
     x = rand(1, 3, 5, 5, key=9)
