@@ -18,10 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import torch_ops  # noqa: F401  (registers torch.ops.lowbit)
 from .formats import (ALIGN, BINARY_PANELS, FORMATS, INT4_GROUP_SIZES, INT8_PANELS,
                       SCALE_DTYPES, aligned_empty, pack_weights)
-from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed
+from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed  # registers the ops
 from .torch_quant import (activation_range, quantize_dynamic, quantize_static,
                           quantize_weight_int8, requantize_params, xnor_scales)
 
@@ -110,7 +109,8 @@ class FormatScheme:
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
             known = ", ".join(self.OPTIONS) or "none"
-            raise TypeError(f"{unknown[0]}: not an option of format {self.fmt!r} (options: {known})")
+            raise TypeError(f"{unknown[0]}: not an option of format {self.fmt!r} "
+                            f"(options: {known})")
         self.options = {**self.OPTIONS, **options}
 
     def describe(self) -> str:
@@ -191,7 +191,8 @@ class Int8Scheme(FormatScheme):
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
         g, c = geo.groups, geo.channels
-        bufs = {"weight_data": _aligned_zeros((g, *INT8_PANELS.packed_shape(geo.k, geo.n)), np.int8),
+        packed_shape = INT8_PANELS.packed_shape(geo.k, geo.n)
+        bufs = {"weight_data": _aligned_zeros((g, *packed_shape), np.int8),
                 "weight_col_sum": torch.zeros(g, geo.n, dtype=torch.int32),
                 "weight_abs_sum_max": torch.zeros(g, dtype=torch.int64),
                 "weight_scale": torch.ones(c, dtype=torch.float32)}
@@ -307,9 +308,11 @@ class Int4Scheme(FormatScheme):
         super().__init__(**options)
         o = self.options
         if o["group_size"] not in INT4_GROUP_SIZES or isinstance(o["group_size"], bool):
-            raise ValueError(f"group_size: must be one of {INT4_GROUP_SIZES}, got {o['group_size']!r}")
+            raise ValueError(f"group_size: must be one of {INT4_GROUP_SIZES}, got "
+                             f"{o['group_size']!r}")
         if o["scale_dtype"] not in SCALE_DTYPES:
-            raise ValueError(f"scale_dtype: must be one of {SCALE_DTYPES}, got {o['scale_dtype']!r}")
+            raise ValueError(f"scale_dtype: must be one of {SCALE_DTYPES}, got "
+                             f"{o['scale_dtype']!r}")
         if o["activations"] not in self.ACTIVATIONS:
             raise ValueError(f"activations: must be one of {', '.join(self.ACTIVATIONS)}, got "
                              f"{o['activations']!r}")
@@ -320,7 +323,8 @@ class Int4Scheme(FormatScheme):
 
     @property
     def packed(self) -> tuple[str, ...]:
-        return ("weight_data", "weight_scales") + (("weight_zeros",) if self.spec.zero_point else ())
+        zeros = ("weight_zeros",) if self.spec.zero_point else ()
+        return ("weight_data", "weight_scales", *zeros)
 
     @property
     def weight_buffers(self) -> tuple[str, ...]:
@@ -376,7 +380,8 @@ class Int4Scheme(FormatScheme):
                             f"{self.options['scale_dtype']!r} (the stored scale dtype)")
         if spec.zero_point:
             if weight_zero_point is None:
-                raise ValueError(f"weight_zero_point: uint4 weights need zero points of shape {gshape}")
+                raise ValueError(f"weight_zero_point: uint4 weights need zero points of shape "
+                                 f"{gshape}")
             zeros = as_tensor("weight_zero_point", weight_zero_point)
             if tuple(zeros.shape) != gshape:
                 raise ValueError(f"weight_zero_point: expected shape {gshape}, got "
@@ -446,8 +451,8 @@ class BinaryScheme(FormatScheme):
     act_bits = 1
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
-        bufs = {"weight_data": _aligned_zeros((geo.groups, *BINARY_PANELS.packed_shape(geo.k, geo.n)),
-                                               np.uint64),
+        packed_shape = BINARY_PANELS.packed_shape(geo.k, geo.n)
+        bufs = {"weight_data": _aligned_zeros((geo.groups, *packed_shape), np.uint64),
                 "weight_alpha": torch.ones(geo.channels, dtype=torch.float32)}
         if geo.zero_padded:
             bufs["weight_tap_sums"] = torch.zeros(geo.groups, geo.taps, geo.n, dtype=torch.int32)
@@ -518,7 +523,8 @@ def as_tensor(name: str, value) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got "
+                        f"{type(value).__name__}")
     return value.detach().cpu()
 
 
@@ -537,7 +543,8 @@ def _channel_scales(name: str, value, channels: int, allow_zero: bool = False) -
     s = s.to(torch.float32).reshape(-1)
     if s.numel() != channels:
         raise ValueError(f"{name}: expected {channels} per-output-channel scales, got {s.numel()}")
-    if not bool(torch.isfinite(s).all()) or bool((s < 0).any() or (not allow_zero and (s == 0).any())):
+    bad_sign = (s < 0).any() or (not allow_zero and (s == 0).any())
+    if not bool(torch.isfinite(s).all()) or bool(bad_sign):
         sign = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name}: scales must be finite and {sign} in float32")
     return s.contiguous()

@@ -33,8 +33,9 @@ A float input may be float32, bfloat16 or float16 (widened to float32 exactly); 
 output takes the input's dtype. Rows are those of the GEMM: a Linear's input rows, a conv's
 im2col rows (one per output pixel and group, K = kh * kw * in_channels / groups in the
 order (kh, kw, channel), i.e. ``weight.permute(0, 2, 3, 1).reshape(out_channels, -1)``,
-which matters for int4's groups along K). Conv zero padding is exact in every format: the padding of a static int8 input holds the zero point, so it equals
-quantize(zero-padded x); the binary format removes the +1 bits of padding again.
+which matters for int4's groups along K). Conv zero padding is exact in every format: the
+padding of a static int8 input holds the zero point, so it equals quantize(zero-padded x);
+the binary format removes the +1 bits of padding again.
 
 Example:
     >>> lin = torch.nn.Linear(64, 32)
@@ -47,7 +48,6 @@ Example:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .formats import ALIGN, aligned_empty
@@ -60,6 +60,12 @@ def _aligned_copy(t: torch.Tensor) -> torch.Tensor:
     arr = aligned_empty(tuple(t.shape), t.numpy().dtype)
     arr[...] = t.numpy()
     return torch.from_numpy(arr)
+
+
+def _scale_dtype_from(fmt: str, weight_scale, options: dict) -> None:
+    """int4 / uint4 from_quantized: the stored scale dtype defaults to that of the scales."""
+    if fmt in ("int4", "uint4") and "scale_dtype" not in options and hasattr(weight_scale, "dtype"):
+        options["scale_dtype"] = str(weight_scale.dtype).removeprefix("torch.")
 
 
 def _realign_after_load(module: "_LowbitModule", incompatible_keys) -> None:
@@ -109,8 +115,6 @@ class _LowbitModule(nn.Module):
                 raise ValueError(f"bias: expected a float [{geo.channels}] vector, got "
                                  f"{bias.dtype} {tuple(bias.shape)}")
             bias = bias.to(torch.float32).contiguous()
-        elif geo.bias:
-            raise ValueError("bias: the module was built with bias=True but none was given")
         self._set_buffers(self.scheme.from_integers(geo, self._gemm_weights(w), weight_scale,
                                                     weight_zero_point, bias))
 
@@ -157,7 +161,8 @@ class _LowbitModule(nn.Module):
         weight_bytes = sum(nbytes.get(n, 0) for n in self.scheme.weight_buffers)
         return {"format": self.fmt, "bytes": int(sum(nbytes.values())),
                 "weight_bits": 8.0 * weight_bytes / (geo.groups * geo.k * geo.n),
-                "act_bits": int(self.scheme.act_bits), "sparsity": float(self.scheme.sparsity(self))}
+                "act_bits": int(self.scheme.act_bits),
+                "sparsity": float(self.scheme.sparsity(self))}
 
     def _format_repr(self) -> str:
         opts = self.scheme.describe()
@@ -231,10 +236,7 @@ class LowbitLinear(_LowbitModule):
             >>> q(torch.ones(1, 8)).tolist()      # 8 * (4 * 1) * (0.25 * 0.5)
             [[4.0, 4.0, 4.0]]
         """
-        if fmt in ("int4", "uint4") and "scale_dtype" not in options:
-            scale = weight_scale if hasattr(weight_scale, "dtype") else None
-            if scale is not None:
-                options["scale_dtype"] = str(scale.dtype).removeprefix("torch.")
+        _scale_dtype_from(fmt, weight_scale, options)
         w_shape = getattr(weight, "shape", None)
         if w_shape is None or len(w_shape) != 2:
             raise ValueError(f"weight: expected a 2-D [out_features, in_features] tensor, got "
@@ -338,7 +340,8 @@ class LowbitConv2d(_LowbitModule):
                 pads += [total // 2, total - total // 2]
             return tuple(pads)
         if isinstance(padding, str):
-            raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got {padding!r}")
+            raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got "
+                             f"{padding!r}")
         ph, pw = _pair("padding", padding, 0)
         return (ph, ph, pw, pw)
 
@@ -373,8 +376,7 @@ class LowbitConv2d(_LowbitModule):
         K in the modules' (kh, kw, channel) order: ``weight_scale`` [out, ceil(K /
         group_size)] holds the scale of the weights ``weight.permute(0, 2, 3, 1).reshape(out,
         -1)[:, g * group_size:(g + 1) * group_size]`` in column g."""
-        if fmt in ("int4", "uint4") and "scale_dtype" not in options and hasattr(weight_scale, "dtype"):
-            options["scale_dtype"] = str(weight_scale.dtype).removeprefix("torch.")
+        _scale_dtype_from(fmt, weight_scale, options)
         w_shape = getattr(weight, "shape", None)
         if w_shape is None or len(w_shape) != 4:
             raise ValueError(f"weight: expected a 4-D [out, in / groups, kh, kw] tensor, got "

@@ -77,7 +77,8 @@ class WeightCodec:
             frozenset(_TORCH_CARRIER[d] for d in dtypes) for _, dtypes in self.arrays))
 
     def describe(self) -> str:
-        return f"w = [{', '.join(name for name, _ in self.arrays)}], w_meta = [{', '.join(self.meta)}]"
+        arrays = ", ".join(name for name, _ in self.arrays)
+        return f"w = [{arrays}], w_meta = [{', '.join(self.meta)}]"
 
 
 _I8, _U8, _I32, _U64 = (np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.uint64))
@@ -118,8 +119,9 @@ def packed_to_tensors(packed) -> tuple[list[torch.Tensor], list[int], str]:
 def _codec(w_format: str, accepted: tuple[str, ...]) -> WeightCodec:
     if w_format not in accepted:
         known = "" if w_format in CODECS else f" (known formats: {', '.join(CODECS)})"
-        raise ValueError(f"w_format: this op takes weights packed as {' or '.join(map(repr, accepted))}, "
-                         f"got {w_format!r}{known}")
+        takes = " or ".join(map(repr, accepted))
+        raise ValueError(f"w_format: this op takes weights packed as {takes}, got "
+                         f"{w_format!r}{known}")
     return CODECS[w_format]
 
 
@@ -262,7 +264,8 @@ def _int8_out_dtype(epilogue: str, out_dtype) -> torch.dtype:
             raise ValueError(f"out_dtype: requantize writes torch.int8 or torch.uint8, got "
                              f"{out_dtype}")
         return out_dtype
-    raise ValueError(f"epilogue: must be one of {', '.join(map(repr, EPILOGUES))}, got {epilogue!r}")
+    raise ValueError(f"epilogue: must be one of {', '.join(map(repr, EPILOGUES))}, got "
+                     f"{epilogue!r}")
 
 
 def _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype) -> tuple[tuple, torch.dtype]:

@@ -68,8 +68,8 @@ def np_xnor_scales(v) -> np.ndarray:
 
 
 def np_requant(acc, a_s, w_s, out_s, out_zp, relu, bias):
-    pairs = [lk.quantize_multiplier(float(np.float64(F32(a_s)) * np.float64(s) / np.float64(F32(out_s))))
-             for s in w_s]
+    pairs = [lk.quantize_multiplier(float(np.float64(F32(a_s)) * np.float64(s)
+                                          / np.float64(F32(out_s)))) for s in w_s]
     mult = np.array([p[0] for p in pairs], np.int32)
     shift = np.array([p[1] for p in pairs], np.int32)
     bias_q = None if bias is None else np.rint(
@@ -87,7 +87,8 @@ def np_im2col(xp, kernel, stride, dilation) -> np.ndarray:
     rows = np.empty((b, oh, ow, kh, kw, c), xp.dtype)
     for i in range(kh):
         for j in range(kw):
-            win = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+            y0, x0 = i * dh, j * dw
+            win = xp[:, :, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
             rows[:, :, :, i, j, :] = win.transpose(0, 2, 3, 1)
     return rows.reshape(b * oh * ow, kh * kw * c), (oh, ow)
 
@@ -316,7 +317,8 @@ def _conv_case(name, key=0):
     return conv, rand(*shape, key=(name, key)), pad4
 
 
-CONV_OPTS = {"int8_dynamic": ("int8", {}), "int8_static_u8": ("int8", {"act_scale": 0.02, "act_zero_point": 128}),
+CONV_OPTS = {"int8_dynamic": ("int8", {}),
+             "int8_static_u8": ("int8", {"act_scale": 0.02, "act_zero_point": 128}),
              "int8_static_s8": ("int8", {"act_scale": 0.03}),
              "int8_out_relu": ("int8", {"act_scale": 0.03, "out_scale": 0.05, "relu": True}),
              "binary": ("binary", {})}
@@ -381,9 +383,9 @@ def test_from_quantized_int8_equals_from_float(assert_exact):
     lin = float_linear(50, 20)
     opts = {"act_scale": 0.03, "act_zero_point": 7, "out_scale": 0.05, "relu": True}
     ref_mod = LowbitLinear.from_float(lin, "int8", **opts)
-    q, s = (torch.from_numpy(v) for v in (
-        np_quantize_rows(lin.weight.detach().numpy(), np_absmax_scales(lin.weight.detach().numpy())),
-        np_absmax_scales(lin.weight.detach().numpy())))
+    w = lin.weight.detach().numpy()
+    q, s = torch.from_numpy(np_quantize_rows(w, np_absmax_scales(w))), torch.from_numpy(
+        np_absmax_scales(w))
     mod = LowbitLinear.from_quantized("int8", q, s, lin.bias.detach(), **opts)
     x = rand(6, 50, key=7)
     assert_exact(mod(x).numpy(), ref_mod(x).numpy())
@@ -422,7 +424,8 @@ def test_from_quantized_binary(assert_exact):
 
 # --- state_dict, dtype moves, storage -----------------------------------------------------------
 
-FORMAT_CASES = {"int8_dynamic": ("int8", {}), "int8_static_out": ("int8", {"act_scale": 0.02, "out_scale": 0.1}),
+FORMAT_CASES = {"int8_dynamic": ("int8", {}),
+                "int8_static_out": ("int8", {"act_scale": 0.02, "out_scale": 0.1}),
                 "int4": ("int4", {}), "uint4_w4a8": ("uint4", {"activations": "int8"}),
                 "binary": ("binary", {})}
 
@@ -601,9 +604,11 @@ torch.save(outs, sys.argv[2])
 """
 
 
+FALLBACKS = {"portable": "avx512_vnni,avx512,avx2", "numba": "avx512_vnni,avx512,avx2,portable"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("disabled", ["avx512_vnni,avx512,avx2", "avx512_vnni,avx512,avx2,portable"],
-                         ids=["portable", "numba"])
+@pytest.mark.parametrize("disabled", FALLBACKS.values(), ids=list(FALLBACKS))
 def test_modules_exact_on_fallback_isas(disabled, tmp_path):
     """The kernels' fallback tiers give the modules the same outputs, bit for bit."""
     import os

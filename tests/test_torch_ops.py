@@ -248,7 +248,8 @@ def _samples():
     _, p4 = w4_case(3, 64, 40, "uint4")
     w4 = packed_to_tensors(p4)
     wb = packed_to_tensors(lk.pack_weights(seeded(9).standard_normal((100, 40)), "binary"))
-    bits = OP.pack_binary_activations(torch.randn(3, 100, generator=torch.Generator().manual_seed(0)))
+    x_b = torch.randn(3, 100, generator=torch.Generator().manual_seed(0))
+    bits = OP.pack_binary_activations(x_b)
     req = {"multiplier": torch.full((70,), 2 ** 30, dtype=torch.int32),
            "shift": torch.full((70,), 40, dtype=torch.int32)}
     return {
