@@ -34,6 +34,11 @@ import torch
 from .epilogue import INT32_MAX, INT32_MIN, quantize_multiplier
 
 INT8_MAX = 127.0
+# Adding 1.5 * 2^23 to a float32 of magnitude < 2^22 lands in [2^23, 2^24), where the float32
+# spacing is 1: IEEE addition rounds to the nearest integer, ties to even; subtracting it
+# back is exact. Used instead of torch.round, whose CPU kernel opens a parallel region from
+# 2048 elements on (a thread wake-up per call, milliseconds on a loaded machine).
+_ROUND_MAGIC = 1.5 * 2 ** 23
 
 
 def _check_float(x: torch.Tensor, name: str) -> None:
@@ -51,10 +56,15 @@ def absmax_scales(v: torch.Tensor) -> torch.Tensor:
     return torch.where(s == 0, torch.ones_like(s), s)
 
 
+def round_clip_(q: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """In place on float32 q: clip(rint(q), lo, hi) for integers lo, hi (as rint(clip(q, lo,
+    hi)), the same value, so |q| < 2^22 when ``_ROUND_MAGIC`` rounds it)."""
+    return q.clamp_(lo, hi).add_(_ROUND_MAGIC).sub_(_ROUND_MAGIC)
+
+
 def quantize_rows(v: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """int8 clip(rint(v / scales[:, None]), -128, 127)."""
-    q = v / scales[:, None]
-    return q.round_().clamp_(-128, 127).to(torch.int8)
+    return round_clip_(v / scales[:, None], -128, 127).to(torch.int8)
 
 
 def quantize_weight_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +92,8 @@ def quantize_static(x: torch.Tensor, scale: torch.Tensor, zero_point: int) -> to
     """clip(rint(x / scale) + zero_point, qmin, qmax) as int8 (zp 0) or uint8; scale a 0-d
     float32 tensor (a Python float would be fine too: torch divides in float32 either way)."""
     dtype, lo, hi = activation_range(zero_point)
-    q = x / scale
-    return q.round_().add_(zero_point).clamp_(lo, hi).to(dtype)
+    # clip(rint(q) + zp, lo, hi) = clip(rint(q), lo - zp, hi - zp) + zp: zp is an integer
+    return round_clip_(x / scale, lo - zero_point, hi - zero_point).add_(zero_point).to(dtype)
 
 
 def xnor_scales(v: torch.Tensor) -> torch.Tensor:

@@ -163,6 +163,22 @@ def np_conv(fmt, conv: nn.Conv2d, x: torch.Tensor, opts, pad4=None) -> np.ndarra
     return out.reshape(x.shape[0], oh, ow, conv.out_channels).transpose(0, 3, 1, 2)
 
 
+# --- the rounding ---------------------------------------------------------------------------
+
+def test_round_clip_is_rint_ties_to_even_then_clip():
+    from lowbit.kernels.torch_quant import round_clip_
+
+    ties = np.arange(-300, 300, dtype=F32) + F32(0.5)
+    near = np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf)
+    big = np.array([1e6, -1e6, 3e38, -3e38, 2 ** 22 + 0.5, -(2 ** 23) - 1], F32)
+    small = np.array([0.0, -0.0, 1e-45, -1e-45, 0.49999997, -0.49999997], F32)
+    v = np.concatenate([ties, *near, big, small,
+                        np.random.default_rng(3).standard_normal(10000).astype(F32) * 200])
+    for lo, hi in ((-128, 127), (0, 255), (-131, 124)):
+        got = round_clip_(torch.from_numpy(v.copy()), lo, hi).numpy()
+        np.testing.assert_array_equal(got, np.clip(np.rint(v), lo, hi))
+
+
 # --- Linear: int8 and binary exact ---------------------------------------------------------
 
 INT8_OPTS = {
