@@ -115,7 +115,7 @@ class FormatScheme:
 
     def describe(self) -> str:
         """The options that differ from their defaults (floats as their float32 values)."""
-        return ", ".join(f"{k}={np.float32(v) if isinstance(v, float) else repr(v)}"
+        return ", ".join(f"{k}={str(np.float32(v)) if isinstance(v, float) else repr(v)}"
                          for k, v in self.options.items() if v != self.OPTIONS[k])
 
     def meta(self, mod, g: int) -> list[int]:

@@ -464,6 +464,18 @@ def test_state_dict_round_trip(case, tmp_path, assert_exact):
     assert_exact(fresh_lin(xl).numpy(), lin(xl).numpy())
 
 
+def test_whole_model_save_and_deepcopy(tmp_path, assert_exact):
+    import copy
+
+    model = nn.Sequential(LowbitConv2d.from_float(float_conv(3, 4, 3, padding=1), "binary"),
+                          nn.Flatten(),
+                          LowbitLinear.from_float(float_linear(100, 5), "int8", act_scale=0.1))
+    torch.save(model, tmp_path / "model.pt")
+    x = rand(2, 3, 5, 5, key=14)
+    for other in (torch.load(tmp_path / "model.pt", weights_only=False), copy.deepcopy(model)):
+        assert_exact(other(x).numpy(), model(x).numpy())
+
+
 def test_misaligned_state_dict_is_realigned_on_load(assert_exact):
     mod = LowbitLinear.from_float(float_linear(64, 70), "int8")
     sd = mod.state_dict()
@@ -520,10 +532,10 @@ def test_lowbit_storage():
 
 
 def test_extra_repr():
-    mod = LowbitConv2d.from_float(float_conv(3, 8, 3, padding=1), "int8", act_scale=0.5,
+    mod = LowbitConv2d.from_float(float_conv(3, 8, 3, padding=1), "int8", act_scale=0.1,
                                   act_zero_point=3)
     text = repr(mod)
-    assert "fmt='int8'" in text and "act_scale=0.5" in text and "act_zero_point=3" in text
+    assert "fmt='int8'" in text and "act_scale=0.1," in text and "act_zero_point=3" in text
     assert "kernel_size=(3, 3)" in text and "padding=(1, 1)" in text
     assert "fmt='int4', activations='int8'" in repr(
         LowbitLinear.from_float(float_linear(32, 4), "int4", activations="int8"))
