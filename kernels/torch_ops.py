@@ -187,9 +187,6 @@ class _PackedCache:
         slot[key] = (tuple(weakref.ref(s) for s in storages), sig, packed)
         return packed
 
-    def clear(self) -> None:
-        self._by_storage = weakref.WeakKeyDictionary()
-
 
 _CACHE = _PackedCache()
 
