@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from .formats import (ALIGN, BINARY_PANELS, FORMATS, INT4_GROUP_SIZES, INT8_PANELS,
                       SCALE_DTYPES, aligned_empty, pack_weights)
 from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed  # registers the ops
-from .torch_quant import (activation_range, quantize_dynamic, quantize_static,
-                          quantize_weight_int8, requantize_params, xnor_scales)
+from .quantize import activation_range, quantize_weight_int8, requantize_params, xnor_scales
 
 FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)  # widened to float32 exactly
+_TORCH_DTYPE = {np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8}
 _OPS = torch.ops.lowbit
 
 
@@ -69,13 +69,11 @@ def _stack_packed(records: list) -> dict[str, torch.Tensor]:
 
 
 def _as_float_input(x: torch.Tensor) -> torch.Tensor:
+    """float32 x (the quantizer ops and the int4 kernels reject NaN and infinity)."""
     if x.dtype not in FLOAT_INPUTS:
         raise TypeError(f"x: expected float32, bfloat16 or float16 input (computed in float32), "
                         f"got {x.dtype}")
-    x = x.to(torch.float32)
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError("x: contains NaN or infinity")
-    return x
+    return x.to(torch.float32)
 
 
 def _positive(name: str, value) -> float:
@@ -236,8 +234,9 @@ class Int8Scheme(FormatScheme):
         return bufs
 
     def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
-        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k))
-        return self._fill(geo, q.reshape(geo.groups, geo.n, geo.k), s, bias)
+        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k).numpy())
+        return self._fill(geo, torch.from_numpy(q).reshape(geo.groups, geo.n, geo.k),
+                          torch.from_numpy(s), bias)
 
     def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
         if weight_zero_point is not None:
@@ -257,9 +256,9 @@ class Int8Scheme(FormatScheme):
                                 f"layer with act_scale")
             return _as_float_input(x), 0
         zp = int(mod.act_zero_point)
-        dtype = activation_range(zp)[0]
+        dtype = _TORCH_DTYPE[activation_range(zp)[0]]
         if x.is_floating_point():
-            return quantize_static(_as_float_input(x), mod.act_scale, zp), zp
+            return _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp), zp
         if x.dtype != dtype:
             raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}), "
                             f"got {x.dtype}")
@@ -269,7 +268,7 @@ class Int8Scheme(FormatScheme):
         w, meta = self.weights(mod, g), self.meta(mod, g)
         w_scale, bias = self.channel(mod, "weight_scale", g), self.channel(mod, "bias", g)
         if rows.is_floating_point():  # dynamic
-            q, s = quantize_dynamic(rows)
+            q, s = _OPS.quantize_dynamic(rows)
             return _OPS.gemm_int8(q, w, meta, "int8", 0, "dequantize", a_scale=s,
                                   w_scale=w_scale, bias=bias)
         zp = int(mod.act_zero_point)
@@ -278,6 +277,7 @@ class Int8Scheme(FormatScheme):
                                   w_scale=w_scale, bias=bias)
         ozp = int(mod.out_zero_point)
         dtype, lo, hi = activation_range(ozp)
+        dtype = _TORCH_DTYPE[dtype]
         return _OPS.gemm_int8(
             rows, w, meta, "int8", zp, "requantize",
             multiplier=self.channel(mod, "requant_multiplier", g),
@@ -289,9 +289,6 @@ class Int8Scheme(FormatScheme):
         zeros = sum(int((self.packed_record(mod, g).unpack() == 0).sum())
                     for g in range(mod.geometry.groups))
         return zeros / (mod.geometry.groups * mod.geometry.k * mod.geometry.n)
-
-    def output_dtype(self, mod) -> torch.dtype | None:
-        return activation_range(int(mod.out_zero_point))[0] if self.int8_out else None
 
 
 # --- int4 / uint4 (weight-only, or w4a8) ---------------------------------------------------
@@ -412,7 +409,7 @@ class Int4Scheme(FormatScheme):
             rows = F.pad(rows, (0, kp - rows.shape[1]))
         w, meta, acts = self.weights(mod, g), self.meta(mod, g), self.options["activations"]
         if acts == "int8":
-            q, s = quantize_dynamic(rows)
+            q, s = _OPS.quantize_dynamic(rows)
             out = _OPS.gemm_w4a8(q, w, meta, self.fmt, s)
         else:
             out = _OPS.gemm_w4a16(rows.to(getattr(torch, acts)), w, meta, self.fmt)
@@ -475,7 +472,7 @@ class BinaryScheme(FormatScheme):
         return bufs
 
     def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
-        alpha = xnor_scales(w.reshape(geo.channels, geo.k))
+        alpha = torch.from_numpy(xnor_scales(w.reshape(geo.channels, geo.k).numpy(), "weight"))
         return self._fill(geo, w.reshape(geo.groups, geo.n, geo.k), alpha, bias)
 
     def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
@@ -489,7 +486,7 @@ class BinaryScheme(FormatScheme):
         return self._fill(geo, weight.reshape(geo.groups, geo.n, geo.k), alpha, bias)
 
     def matmul(self, mod, rows, g: int, pad_taps=None) -> torch.Tensor:
-        beta = xnor_scales(rows)
+        beta = _OPS.xnor_scales(rows)
         bits = _OPS.pack_binary_activations(rows)
         w, meta = self.weights(mod, g), self.meta(mod, g)
         alpha = self.channel(mod, "weight_alpha", g)

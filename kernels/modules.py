@@ -15,19 +15,19 @@ torch ops (``kernels.torch_ops``). Formats (``module_formats.SCHEMES``):
 * ``"binary"`` (XNOR-Net, Rastegari et al., ECCV 2016): sign weights with alpha per output
   channel, sign activations with beta per row (per output pixel for conv).
 
-Exact arithmetic (``torch_quant`` states the formulas; a simulation that follows them
+Exact arithmetic (``kernels.quantize`` states the formulas; a simulation that follows them
 reproduces the integers bit-exactly and the float outputs to the last bit where noted):
 
     int8:    q_w = clip(rint(w / s_j), -128, 127), s_j = max|w_j| / 127 (1 if 0), float32
              acc = sum_k (q_x[i, k] - zp) * q_w[j, k]                        exact int32
              y   = float32(acc) * (s_x[i] * s_j) + bias_j   float32 in that order (Dequantize)
-             y_q = requantized acc (``torch_quant.requantize_params``) with an int8 output
+             y_q = requantized acc (``quantize.requantize_params``) with an int8 output
     int4:    W = formats.quantize_int4 per group of the zero-padded K; y = x @ W + bias with
              the kernel's float32 sums (within ``ref.w4a16_tolerance``), or with int8
              activations y = s_x[i] * sum_g scale[g, j] * acc_g + bias (``ref.w4a8_*``)
     binary:  x_b = +1 if x >= 0 else -1 (the same for w); dot = K - 2 popcount(x_b XOR w_b)
              y = float32(float32(float32(dot) * beta_i) * alpha_j) + bias_j,
-             alpha_j = mean_k |w_jk|, beta_i = mean_k |x_ik| (``torch_quant.xnor_scales``)
+             alpha_j = mean_k |w_jk|, beta_i = mean_k |x_ik| (``quantize.xnor_scales``)
 
 A float input may be float32, bfloat16 or float16 (widened to float32 exactly); a float
 output takes the input's dtype. Rows are those of the GEMM: a Linear's input rows, a conv's
@@ -202,7 +202,7 @@ class LowbitLinear(_LowbitModule):
 
     @classmethod
     def from_float(cls, module: nn.Linear, fmt: str = "int8", **options) -> "LowbitLinear":
-        """Quantize a float nn.Linear with the formulas of ``torch_quant`` / the format.
+        """Quantize a float nn.Linear with the formulas of ``kernels.quantize`` / the format.
 
         Args:
             module: an ``nn.Linear`` (its weight is taken in float32).

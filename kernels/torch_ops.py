@@ -5,6 +5,9 @@
     torch.ops.lowbit.gemm_w4a8(a, w, w_meta, w_format, a_scale)      lowbit.kernels.gemm_w4a8
     torch.ops.lowbit.gemm_binary(a_bits, w, w_meta, w_format, ...)   lowbit.kernels.gemm_binary
     torch.ops.lowbit.pack_binary_activations(x)                      ... pack_binary_activations
+    torch.ops.lowbit.quantize_dynamic(x) -> (q, scale)               lowbit.kernels.quantize
+    torch.ops.lowbit.quantize_static(x, scale, zero_point)           lowbit.kernels.quantize
+    torch.ops.lowbit.xnor_scales(x)                                  lowbit.kernels.quantize
 
 Packed weights cross the op boundary as ``w: Tensor[]`` (the record's arrays, in the order
 its ``WeightCodec`` declares), ``w_meta: int[]`` (its integer fields) and ``w_format: str``
@@ -37,7 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import formats
+from . import formats, quantize
 from .epilogue import Dequantize, Requantize
 from .formats import (ALIGN, FORMATS, PackedBinaryWeights, PackedInt4Weights, PackedWeights,
                       aligned_empty, binary_words)
@@ -394,6 +397,49 @@ def _pack_binary_activations_impl(x):
     return torch.from_numpy(formats.pack_binary_activations(_np(x)).view(np.int64))
 
 
+# --- activation quantizers ---------------------------------------------------------------
+
+def _quantize_dynamic_fake(x):
+    _check_matrix(x, "x", (torch.float32,))
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty((x.shape[0],))
+
+
+def _quantize_dynamic_impl(x):
+    _check_matrix(x, "x", (torch.float32,))
+    q, s = quantize.quantize_dynamic(_np(x))
+    return torch.from_numpy(q), torch.from_numpy(s)
+
+
+def _static_dtype(x, scale: float, zero_point: int) -> torch.dtype:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        raise TypeError(f"x: expected a float32 tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if not (np.isfinite(np.float32(scale)) and np.float32(scale) > 0):
+        raise ValueError(f"scale: must be finite and positive in float32, got {scale!r}")
+    if not 0 <= zero_point <= 255:
+        raise ValueError(f"zero_point: must be 0 (int8) or in [1, 255] (uint8), got {zero_point}")
+    return torch.int8 if zero_point == 0 else torch.uint8
+
+
+def _quantize_static_fake(x, scale, zero_point):
+    return x.new_empty(x.shape, dtype=_static_dtype(x, scale, zero_point))
+
+
+def _quantize_static_impl(x, scale, zero_point):
+    _static_dtype(x, scale, zero_point)
+    return torch.from_numpy(quantize.quantize_static(_np(x), scale, zero_point))
+
+
+def _xnor_scales_fake(x):
+    _check_matrix(x, "x", (torch.float32,))
+    return x.new_empty((x.shape[0],))
+
+
+def _xnor_scales_impl(x):
+    _check_matrix(x, "x", (torch.float32,))
+    return torch.from_numpy(quantize.xnor_scales(_np(x)))
+
+
 # --- the table ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -424,6 +470,12 @@ OPS: tuple[OpDef, ...] = (
           _gemm_binary_impl, _gemm_binary_fake),
     OpDef("pack_binary_activations", "pack_binary_activations(Tensor x) -> Tensor",
           _pack_binary_activations_impl, _pack_binary_activations_fake),
+    OpDef("quantize_dynamic", "quantize_dynamic(Tensor x) -> (Tensor, Tensor)",
+          _quantize_dynamic_impl, _quantize_dynamic_fake),
+    OpDef("quantize_static", "quantize_static(Tensor x, float scale, int zero_point) -> Tensor",
+          _quantize_static_impl, _quantize_static_fake),
+    OpDef("xnor_scales", "xnor_scales(Tensor x) -> Tensor", _xnor_scales_impl,
+          _xnor_scales_fake),
 )
 
 

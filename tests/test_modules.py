@@ -1,6 +1,6 @@
 """LowbitLinear / LowbitConv2d against a NumPy reference of the documented formulas.
 
-The reference below is written from the formulas in ``kernels.modules`` / ``torch_quant``
+The reference below is written from the formulas in ``kernels.modules`` / ``quantize``
 with NumPy and ``kernels.ref`` only (its own im2col, quantizers and XNOR-Net scales): int8
 and binary outputs must equal it bit-exactly (integers and float32 epilogues evaluated in
 the same order), int4 weights bit-exactly and int4 outputs within ``ref``'s float bounds.
@@ -165,18 +165,47 @@ def np_conv(fmt, conv: nn.Conv2d, x: torch.Tensor, opts, pad4=None) -> np.ndarra
 
 # --- the rounding ---------------------------------------------------------------------------
 
-def test_round_clip_is_rint_ties_to_even_then_clip():
-    from lowbit.kernels.torch_quant import round_clip_
+ROUNDING_VALUES = np.concatenate([
+    np.arange(-300, 300, dtype=F32) + F32(0.5),                           # ties: to even
+    np.nextafter(np.arange(-300, 300, dtype=F32) + F32(0.5), F32(np.inf)),
+    np.nextafter(np.arange(-300, 300, dtype=F32) + F32(0.5), F32(-np.inf)),
+    np.array([1e6, -1e6, 3e38, -3e38, 0.0, -0.0, 1e-45, -1e-45, 0.49999997], F32),
+])
 
-    ties = np.arange(-300, 300, dtype=F32) + F32(0.5)
-    near = np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf)
-    big = np.array([1e6, -1e6, 3e38, -3e38, 2 ** 22 + 0.5, -(2 ** 23) - 1], F32)
-    small = np.array([0.0, -0.0, 1e-45, -1e-45, 0.49999997, -0.49999997], F32)
-    v = np.concatenate([ties, *near, big, small,
-                        np.random.default_rng(3).standard_normal(10000).astype(F32) * 200])
-    for lo, hi in ((-128, 127), (0, 255), (-131, 124)):
-        got = round_clip_(torch.from_numpy(v.copy()), lo, hi).numpy()
-        np.testing.assert_array_equal(got, np.clip(np.rint(v), lo, hi))
+
+@pytest.mark.parametrize("zp", [0, 1, 128, 255], ids=["s8", "u8_zp1", "u8_zp128", "u8_zp255"])
+def test_quantize_static_rounding_saturation(zp, assert_exact):
+    """Ties to even, then the zero point, then the clip to int8 / uint8."""
+    from lowbit.kernels.quantize import quantize_static
+
+    lo, hi, dt = (-128, 127, np.int8) if zp == 0 else (0, 255, np.uint8)
+    want = np.clip(np.array([round(float(v)) for v in ROUNDING_VALUES]) + zp, lo, hi)  # banker's
+    assert_exact(quantize_static(ROUNDING_VALUES, 1.0, zp), want.astype(dt))
+    got = torch.ops.lowbit.quantize_static(torch.from_numpy(ROUNDING_VALUES), 1.0, zp)
+    assert_exact(got.numpy(), want.astype(dt))
+
+
+def test_quantize_dynamic_rows(assert_exact):
+    from lowbit.kernels.quantize import quantize_dynamic
+
+    x = np.array([[254.0, -1.0, 3.0], [0.0, 0.0, 0.0], [-1.0, 0.5, 0.25]], F32)
+    q, s = quantize_dynamic(x)
+    assert_exact(s, np.array([2.0, 1.0, F32(1) / F32(127)], F32))    # zero row: scale 1
+    assert_exact(q, np.array([[127, 0, 2], [0, 0, 0], [-127, 64, 32]], np.int8))  # 1.5 -> 2
+    tq, ts = torch.ops.lowbit.quantize_dynamic(torch.from_numpy(x))
+    assert_exact(tq.numpy(), q)
+    assert_exact(ts.numpy(), s)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_quantizers_reject_non_finite(bad, raises_naming):
+    x = torch.ones(2, 8)
+    x[1, 3] = bad
+    for call in (lambda: torch.ops.lowbit.quantize_dynamic(x),
+                 lambda: torch.ops.lowbit.quantize_static(x, 0.1, 3),
+                 lambda: torch.ops.lowbit.xnor_scales(x)):
+        with raises_naming(ValueError, "x"):
+            call()
 
 
 # --- Linear: int8 and binary exact ---------------------------------------------------------
@@ -676,7 +705,7 @@ def test_modules_exact_on_fallback_isas(disabled, tmp_path):
             assert torch.equal(got[name], want), name
 
 
-@pytest.mark.parametrize("module", ["torch_ops", "torch_quant", "modules"])
+@pytest.mark.parametrize("module", ["torch_ops", "quantize", "modules"])
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -268,17 +268,30 @@ def _samples():
         "binary_scaled": (OP.gemm_binary, (bits, *wb, torch.rand(40), torch.rand(3)), {},
                           (3, 40), torch.float32),
         "pack_bits": (OP.pack_binary_activations, (torch.randn(3, 100),), {}, (3, 2), torch.int64),
+        "quantize_dynamic": (OP.quantize_dynamic, (torch.randn(3, 100),), {},
+                             [(3, 100), (3,)], [torch.int8, torch.float32]),
+        "quantize_static_u8": (OP.quantize_static, (torch.randn(2, 3, 5, 5), 0.05, 128), {},
+                               (2, 3, 5, 5), torch.uint8),
+        "quantize_static_s8": (OP.quantize_static, (torch.randn(7), 0.05, 0), {}, (7,),
+                               torch.int8),
+        "xnor_scales": (OP.xnor_scales, (torch.randn(3, 100),), {}, (3,), torch.float32),
     }
 
 
 SAMPLES = list(_samples())
 
 
+def _shapes_dtypes(out) -> tuple[list, list]:
+    outs = out if isinstance(out, tuple) else (out,)
+    return [tuple(t.shape) for t in outs], [t.dtype for t in outs]
+
+
 @pytest.mark.parametrize("name", SAMPLES)
 def test_fake_shapes_and_dtypes(name):
     op, args, kwargs, shape, dtype = _samples()[name]
-    real = op(*args, **kwargs)
-    assert tuple(real.shape) == shape and real.dtype == dtype
+    want = (shape if isinstance(shape, list) else [shape],
+            dtype if isinstance(dtype, list) else [dtype])
+    assert _shapes_dtypes(op(*args, **kwargs)) == want
     with FakeTensorMode() as mode:
         fake_args = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else
                      [mode.from_tensor(t) for t in x] if isinstance(x, list) and x and
@@ -286,7 +299,7 @@ def test_fake_shapes_and_dtypes(name):
         fake_kwargs = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v
                        for k, v in kwargs.items()}
         out = op(*fake_args, **fake_kwargs)
-    assert tuple(out.shape) == shape and out.dtype == dtype
+    assert _shapes_dtypes(out) == want
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -349,6 +362,18 @@ def test_errors_name_the_argument(raises_naming):
                        *packed_to_tensors(lk.pack_weights(np.ones((64, 4)), "binary")))
     with raises_naming(TypeError, "packed"):
         packed_to_tensors(np.zeros(3))
+    with raises_naming(TypeError, "x"):
+        OP.quantize_dynamic(torch.zeros(2, 3, dtype=torch.float64))
+    with raises_naming(ValueError, "x"):
+        OP.quantize_dynamic(torch.zeros(2, 3, 4))
+    with raises_naming(TypeError, "x"):
+        OP.quantize_static(torch.zeros(2, dtype=torch.int8), 0.1, 0)
+    with raises_naming(ValueError, "scale"):
+        OP.quantize_static(torch.zeros(2), 0.0, 0)
+    with raises_naming(ValueError, "zero_point"):
+        OP.quantize_static(torch.zeros(2), 0.1, 256)
+    with raises_naming(TypeError, "x"):
+        OP.xnor_scales(torch.zeros(2, 3, dtype=torch.float16))
 
 
 def test_backward_through_an_op_raises():
