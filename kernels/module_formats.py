@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .formats import (ALIGN, BINARY_PANELS, FORMATS, INT4_GROUP_SIZES, INT8_PANELS,
                       SCALE_DTYPES, aligned_empty, pack_weights)
+from . import ref
 from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed  # registers the ops
 from .quantize import activation_range, quantize_weight_int8, requantize_params, xnor_scales
 
@@ -65,6 +66,15 @@ def _stack_packed(records: list) -> dict[str, torch.Tensor]:
         # whole 64-byte panels, so every group's slice of an aligned array stays aligned
         assert name not in codec.aligned or first.numel() * first.element_size() % ALIGN == 0
         out[name] = torch.from_numpy(arr)
+    return out
+
+
+def _add_bias_(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """out += bias[None, :] in place (out is an op's fresh float32 result), in NumPy: one
+    float32 addition per element, and no torch parallel region next to the kernels."""
+    if bias is not None:
+        o = out.detach().numpy()
+        o += bias.detach().numpy()
     return out
 
 
@@ -413,8 +423,7 @@ class Int4Scheme(FormatScheme):
             out = _OPS.gemm_w4a8(q, w, meta, self.fmt, s)
         else:
             out = _OPS.gemm_w4a16(rows.to(getattr(torch, acts)), w, meta, self.fmt)
-        bias = self.channel(mod, "bias", g)
-        return out if bias is None else out + bias
+        return _add_bias_(out, self.channel(mod, "bias", g))
 
     def sparsity(self, mod) -> float:
         geo = mod.geometry
@@ -493,13 +502,12 @@ class BinaryScheme(FormatScheme):
         if pad_taps is None:
             out = _OPS.gemm_binary(bits, w, meta, "binary", alpha, beta)
         else:
-            dot = _OPS.gemm_binary(bits, w, meta, "binary")
-            # pad_taps [L, taps] in {0, 1}; sums of +-1 are small integers, exact in float32
-            corr = (pad_taps @ mod.weight_tap_sums[g].to(torch.float32)).to(torch.int32)
-            dot = (dot.view(-1, *corr.shape) - corr).view(dot.shape)
-            out = dot.to(torch.float32) * beta[:, None] * alpha[None, :]  # as ref.binary_scale
-        bias = self.channel(mod, "bias", g)
-        return out if bias is None else out + bias
+            dot = _OPS.gemm_binary(bits, w, meta, "binary").numpy()
+            # int32 [L, N]: the +1 bits the padding contributed to each output pixel
+            corr = pad_taps @ mod.weight_tap_sums[g].numpy()
+            dot = (dot.reshape(-1, *corr.shape) - corr).reshape(dot.shape)
+            out = torch.from_numpy(ref.binary_scale(dot, alpha.numpy(), beta.numpy()))
+        return _add_bias_(out, self.channel(mod, "bias", g))
 
 
 SCHEMES: dict[str, type[FormatScheme]] = {
