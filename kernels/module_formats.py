@@ -121,10 +121,13 @@ class FormatScheme:
                             f"(options: {known})")
         self.options = {**self.OPTIONS, **options}
 
-    def describe(self) -> str:
-        """The options that differ from their defaults (floats as their float32 values)."""
+    def describe(self, mod) -> str:
+        """The options that differ from their defaults (floats as their float32 values),
+        with the values a loaded state_dict put into the module's buffers."""
+        values = {k: getattr(mod, k).item() if isinstance(getattr(mod, k, None), torch.Tensor)
+                  else v for k, v in self.options.items()}
         return ", ".join(f"{k}={str(np.float32(v)) if isinstance(v, float) else repr(v)}"
-                         for k, v in self.options.items() if v != self.OPTIONS[k])
+                         for k, v in values.items() if v != self.OPTIONS[k])
 
     def meta(self, mod, g: int) -> list[int]:
         return [mod.geometry.k, mod.geometry.n]

@@ -167,7 +167,7 @@ class _LowbitModule(nn.Module):
                 "sparsity": float(self.scheme.sparsity(self))}
 
     def _format_repr(self) -> str:
-        opts = self.scheme.describe()
+        opts = self.scheme.describe(self)
         return f"fmt={self.fmt!r}" + (f", {opts}" if opts else "")
 
 

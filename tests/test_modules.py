@@ -566,6 +566,9 @@ def test_extra_repr():
     text = repr(mod)
     assert "fmt='int8'" in text and "act_scale=0.1," in text and "act_zero_point=3" in text
     assert "kernel_size=(3, 3)" in text and "padding=(1, 1)" in text
+    fresh = LowbitConv2d(3, 8, 3, padding=1, act_scale=1.0, act_zero_point=1)
+    fresh.load_state_dict(mod.state_dict())
+    assert "act_scale=0.1, act_zero_point=3" in repr(fresh)   # the loaded values
     assert "fmt='int4', activations='int8'" in repr(
         LowbitLinear.from_float(float_linear(32, 4), "int4", activations="int8"))
 
