@@ -104,14 +104,17 @@ def _zero_point(name: str, value) -> int:
 
 class FormatScheme:
     """Base: option handling and what every format shares. Subclasses set ``fmt``,
-    ``OPTIONS`` (name -> default), ``weight_buffers`` (counted as weight storage) and
-    ``packed`` (the stacked Packed* arrays, in codec order)."""
+    ``OPTIONS`` (name -> default), ``weight_bits``, ``act_bits`` and ``packed`` (the
+    stacked Packed* arrays, in codec order)."""
 
     fmt: str
+    weight_bits: int           # bits of one stored weight value (scales not included)
     act_bits: int              # bits per activation element the GEMM reads
     OPTIONS: dict[str, object] = {}
-    weight_buffers: tuple[str, ...] = ()
     packed: tuple[str, ...] = ("weight_data",)
+    # K order of a conv's GEMM: (kh, kw, c) reads channels-last patches in runs of C (fast);
+    # (c, kh, kw) is torch's weight.reshape(out, -1), needed where K groups share a scale
+    tap_major: bool = True
 
     def __init__(self, **options) -> None:
         unknown = sorted(set(options) - set(self.OPTIONS))
@@ -136,14 +139,17 @@ class FormatScheme:
         return [getattr(mod, name)[g] for name in self.packed]
 
     def packed_record(self, mod, g: int):
+        """Group g's weights as the kernels' Packed* record (to inspect the stored integers)."""
         return tensors_to_packed(self.weights(mod, g), self.meta(mod, g), self.fmt)
 
-    def prepare_input(self, mod, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(input for im2col, value its padding takes). Float formats: float32 and 0."""
-        return _as_float_input(x), 0
+    def prepare_input(self, mod, x: torch.Tensor) -> tuple[torch.Tensor, float, None]:
+        """(input for im2col, value its padding takes, per-sample activation scales or
+        None). Float formats: float32, 0, None."""
+        return _as_float_input(x), 0, None
 
-    def sparsity(self, mod) -> float:
-        return 0.0
+    def storage_extra(self) -> dict:
+        """Informational keys of ``lowbit_storage`` (grouped formats: group size, scale dtype)."""
+        return {}
 
     @staticmethod
     def channel(mod, name: str, g: int) -> torch.Tensor | None:
@@ -162,8 +168,10 @@ class Int8Scheme(FormatScheme):
 
     fmt = "int8"
     OPTIONS = {"act_scale": None, "act_zero_point": 0, "out_scale": None, "out_zero_point": 0,
-               "relu": False}
-    weight_buffers = ("weight_data", "weight_col_sum", "weight_abs_sum_max", "weight_scale")
+               "relu": False, "act_granularity": "row"}
+    GRANULARITIES = ("row", "sample")  # dynamic scales: per GEMM row, or per conv input image
+    weight_bits = 8
+    act_bits = 8
     packed = ("weight_data", "weight_col_sum")
 
     def __init__(self, **options) -> None:
@@ -189,6 +197,12 @@ class Int8Scheme(FormatScheme):
             o["out_zero_point"] = _zero_point("out_zero_point", o["out_zero_point"])
         if not isinstance(o["relu"], bool):
             raise TypeError(f"relu: expected a bool, got {o['relu']!r}")
+        if o["act_granularity"] not in self.GRANULARITIES:
+            raise ValueError(f"act_granularity: must be one of {self.GRANULARITIES}, got "
+                             f"{o['act_granularity']!r}")
+        if o["act_granularity"] != "row" and o["act_scale"] is not None:
+            raise ValueError("act_granularity: chooses the scales of dynamic activations; a "
+                             "static layer (act_scale) has one scale")
 
     @property
     def static(self) -> bool:
@@ -197,8 +211,6 @@ class Int8Scheme(FormatScheme):
     @property
     def int8_out(self) -> bool:
         return self.options["out_scale"] is not None
-
-    act_bits = 8
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
         g, c = geo.groups, geo.channels
@@ -267,22 +279,28 @@ class Int8Scheme(FormatScheme):
                 raise TypeError(f"x: this layer quantizes its activations dynamically, so it "
                                 f"takes float input, got {x.dtype}; quantized input needs a "
                                 f"layer with act_scale")
-            return _as_float_input(x), 0
+            if self.options["act_granularity"] == "row":
+                return _as_float_input(x), 0, None
+            # one scale per image [B, C, H, W]: quantized before im2col, padding 0 = q(0)
+            q, s = _OPS.quantize_dynamic(_as_float_input(x).reshape(x.shape[0], -1))
+            return q.reshape(x.shape), 0, s
         zp = int(mod.act_zero_point)
         dtype = _TORCH_DTYPE[activation_range(zp)[0]]
         if x.is_floating_point():
-            return _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp), zp
+            return _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp), zp, None
         if x.dtype != dtype:
             raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}), "
                             f"got {x.dtype}")
-        return x, zp
+        return x, zp, None
 
-    def matmul(self, mod, rows, g: int, pad_taps=None) -> torch.Tensor:
+    def matmul(self, mod, rows, g: int, pad_taps=None, a_scale=None) -> torch.Tensor:
+        """One group's GEMM; ``a_scale``: the per-row scales of rows quantized per sample."""
         w, meta = self.weights(mod, g), self.meta(mod, g)
         w_scale, bias = self.channel(mod, "weight_scale", g), self.channel(mod, "bias", g)
-        if rows.is_floating_point():  # dynamic
-            q, s = _OPS.quantize_dynamic(rows)
-            return _OPS.gemm_int8(q, w, meta, "int8", 0, "dequantize", a_scale=s,
+        if rows.is_floating_point():  # dynamic, per row
+            rows, a_scale = _OPS.quantize_dynamic(rows)
+        if a_scale is not None:       # dynamic: symmetric, zero point 0
+            return _OPS.gemm_int8(rows, w, meta, "int8", 0, "dequantize", a_scale=a_scale,
                                   w_scale=w_scale, bias=bias)
         zp = int(mod.act_zero_point)
         if not self.int8_out:
@@ -298,11 +316,6 @@ class Int8Scheme(FormatScheme):
             bias=self.channel(mod, "requant_bias", g), out_zero_point=ozp,
             qmin=ozp if self.options["relu"] else lo, qmax=hi, out_dtype=dtype)
 
-    def sparsity(self, mod) -> float:
-        zeros = sum(int((self.packed_record(mod, g).unpack() == 0).sum())
-                    for g in range(mod.geometry.groups))
-        return zeros / (mod.geometry.groups * mod.geometry.k * mod.geometry.n)
-
 
 # --- int4 / uint4 (weight-only, or w4a8) ---------------------------------------------------
 
@@ -313,6 +326,8 @@ class Int4Scheme(FormatScheme):
     fmt = "int4"
     OPTIONS = {"group_size": 32, "scale_dtype": "float16", "activations": "float32"}
     ACTIVATIONS = {"float32": 32, "bfloat16": 16, "int8": 8}
+    weight_bits = 4
+    tap_major = False  # groups run along weight.reshape(out, -1), as lowbit.compress makes them
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -337,12 +352,12 @@ class Int4Scheme(FormatScheme):
         return ("weight_data", "weight_scales", *zeros)
 
     @property
-    def weight_buffers(self) -> tuple[str, ...]:
-        return self.packed
-
-    @property
     def act_bits(self) -> int:
         return self.ACTIVATIONS[self.options["activations"]]
+
+    def storage_extra(self) -> dict:
+        return {"group_size": self.options["group_size"],
+                "scale_dtype": self.options["scale_dtype"]}
 
     def padded_k(self, k: int) -> int:
         gs = self.options["group_size"]
@@ -416,7 +431,7 @@ class Int4Scheme(FormatScheme):
     def meta(self, mod, g: int) -> list[int]:
         return [self.padded_k(mod.geometry.k), mod.geometry.n, self.options["group_size"]]
 
-    def matmul(self, mod, rows, g: int, pad_taps=None) -> torch.Tensor:
+    def matmul(self, mod, rows, g: int, pad_taps=None, a_scale=None) -> torch.Tensor:
         kp = self.padded_k(mod.geometry.k)
         if kp != rows.shape[1]:
             rows = F.pad(rows, (0, kp - rows.shape[1]))
@@ -427,12 +442,6 @@ class Int4Scheme(FormatScheme):
         else:
             out = _OPS.gemm_w4a16(rows.to(getattr(torch, acts)), w, meta, self.fmt)
         return _add_bias_(out, self.channel(mod, "bias", g))
-
-    def sparsity(self, mod) -> float:
-        geo = mod.geometry
-        zeros = sum(int((self.packed_record(mod, g).values()[:geo.k] == 0).sum())
-                    for g in range(geo.groups))
-        return zeros / (geo.groups * geo.k * geo.n)
 
 
 class Uint4Scheme(Int4Scheme):
@@ -452,11 +461,7 @@ class BinaryScheme(FormatScheme):
 
     fmt = "binary"
     packed = ("weight_data",)
-
-    @property
-    def weight_buffers(self) -> tuple[str, ...]:
-        return ("weight_data", "weight_alpha", "weight_tap_sums")
-
+    weight_bits = 1
     act_bits = 1
 
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
@@ -497,7 +502,7 @@ class BinaryScheme(FormatScheme):
         alpha = _channel_scales("weight_scale", weight_scale, geo.channels, allow_zero=True)
         return self._fill(geo, weight.reshape(geo.groups, geo.n, geo.k), alpha, bias)
 
-    def matmul(self, mod, rows, g: int, pad_taps=None) -> torch.Tensor:
+    def matmul(self, mod, rows, g: int, pad_taps=None, a_scale=None) -> torch.Tensor:
         beta = _OPS.xnor_scales(rows)
         bits = _OPS.pack_binary_activations(rows)
         w, meta = self.weights(mod, g), self.meta(mod, g)

@@ -3,9 +3,10 @@
 Each holds packed weights as buffers (``state_dict`` round-trips) and calls the ``lowbit``
 torch ops (``kernels.torch_ops``). Formats (``module_formats.SCHEMES``):
 
-* ``"int8"`` (W8A8): weights int8 per output channel; activations dynamic (per row at run
-  time) or static (``act_scale``, ``act_zero_point``: int8 if the zero point is 0, else
-  uint8); float32 out through the Dequantize epilogue, or with ``out_scale`` /
+* ``"int8"`` (W8A8): weights int8 per output channel; activations dynamic (per GEMM row at
+  run time; for a conv ``act_granularity="sample"`` takes one scale per input image) or
+  static (``act_scale``, ``act_zero_point``: int8 if the zero point is 0, else uint8);
+  float32 out through the Dequantize epilogue, or with ``out_scale`` /
   ``out_zero_point`` (and ``relu``) int8/uint8 out through Requantize, so consecutive W8A8
   layers pass integer tensors. A static layer also takes integer input, read with its own
   ``act_scale`` / ``act_zero_point`` (give it the producing layer's ``out_*``).
@@ -31,11 +32,13 @@ reproduces the integers bit-exactly and the float outputs to the last bit where 
 
 A float input may be float32, bfloat16 or float16 (widened to float32 exactly); a float
 output takes the input's dtype. Rows are those of the GEMM: a Linear's input rows, a conv's
-im2col rows (one per output pixel and group, K = kh * kw * in_channels / groups in the
-order (kh, kw, channel), i.e. ``weight.permute(0, 2, 3, 1).reshape(out_channels, -1)``,
-which matters for int4's groups along K). Conv zero padding is exact in every format: the
-padding of a static int8 input holds the zero point, so it equals quantize(zero-padded x);
-the binary format removes the +1 bits of padding again.
+im2col rows (one per output pixel and group, K = kh * kw * in_channels / groups). int4 /
+uint4 convs order K as ``weight.reshape(out_channels, -1)`` (channel, kh, kw): their scale
+groups run along it (as ``lowbit.compress`` forms them); int8 and binary convs read (kh, kw,
+channel), a faster im2col, which gives the same integers (and XNOR-Net means up to the last
+float64 bit of their sum). Conv zero padding is exact in every format: the padding of a
+static int8 input holds the zero point, so it equals quantize(zero-padded x); the binary
+format removes the +1 bits of padding again.
 
 Example:
     >>> lin = torch.nn.Linear(64, 32)
@@ -149,22 +152,26 @@ class _LowbitModule(nn.Module):
         return out
 
     def lowbit_storage(self) -> dict:
-        """Storage report read by ``lowbit.compress.profile``.
+        """The storage record ``lowbit.compress.profile`` / ``to_workload`` read (the keys of
+        ``lowbit.compress.trace``'s storage protocol).
 
-        ``bytes``: every stored byte (the state_dict: packed weights with their padding,
-        scales, zero points, per-column sums, bias, activation / output quantization
-        parameters, requantization multipliers); ``weight_bits``: 8 x (bytes of the packed
-        weights and their per-weight metadata: scales, zero points, column sums) / weights;
-        ``act_bits``; ``sparsity``: fraction of the weights that are zero.
+        ``bytes``: every stored byte (the state_dict: packed weights with their panel
+        padding, scales, zero points, per-column sums, bias, activation / output
+        quantization parameters, requantization multipliers); ``weight_bits``: bits of one
+        stored weight value (8, 4, 1; scales and metadata are in ``bytes``); ``act_bits``:
+        what the GEMM reads (8, 1, or 32 / 16 for weight-only int4); ``sparsity`` 0.0 and
+        ``sparsity_kind`` "dense": these formats store and multiply every weight, zeros
+        included; ``params``: logical weights and biases; int4 / uint4 add ``group_size``
+        and ``scale_dtype``.
         """
         geo = self.geometry
-        nbytes = {n: b.numel() * b.element_size() for n, b in self._buffers.items()
-                  if b is not None}
-        weight_bytes = sum(nbytes.get(n, 0) for n in self.scheme.weight_buffers)
-        return {"format": self.fmt, "bytes": int(sum(nbytes.values())),
-                "weight_bits": 8.0 * weight_bytes / (geo.groups * geo.k * geo.n),
-                "act_bits": int(self.scheme.act_bits),
-                "sparsity": float(self.scheme.sparsity(self))}
+        nbytes = sum(b.numel() * b.element_size() for b in self._buffers.values()
+                     if b is not None)
+        params = geo.groups * geo.k * geo.n + (geo.channels if geo.bias else 0)
+        return {"format": self.fmt, "bytes": int(nbytes),
+                "weight_bits": float(self.scheme.weight_bits),
+                "act_bits": int(self.scheme.act_bits), "sparsity": 0.0, "sparsity_kind": "dense",
+                "params": int(params), **self.scheme.storage_extra()}
 
     def _format_repr(self) -> str:
         opts = self.scheme.describe(self)
@@ -195,6 +202,9 @@ class LowbitLinear(_LowbitModule):
                 raise ValueError(f"{name}: must be a positive integer, got {v!r}")
         self.in_features, self.out_features = in_features, out_features
         self._setup(fmt, GemmGeometry(1, in_features, out_features, 1, bool(bias)), options)
+        if self.scheme.options.get("act_granularity", "row") != "row":
+            raise ValueError("act_granularity: 'sample' (one scale per input image) is for "
+                             "LowbitConv2d; a Linear quantizes each row of its input")
 
     def _weight_shape(self) -> tuple[int, ...]:
         return (self.out_features, self.in_features)
@@ -252,7 +262,7 @@ class LowbitLinear(_LowbitModule):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected [..., {self.in_features}], got shape {tuple(x.shape)}")
-        xin, _ = self.scheme.prepare_input(self, x)
+        xin, _, _ = self.scheme.prepare_input(self, x)
         out = self.scheme.matmul(self, xin.reshape(-1, self.in_features), 0)
         return self._finish(out.reshape(*x.shape[:-1], self.out_features), x)
 
@@ -287,17 +297,21 @@ def _padded_nhwc(x: np.ndarray, pad, value) -> np.ndarray:
     return out
 
 
-def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """Rows [B * OH * OW, kh * kw * C] of a padded channels-last xp [B, Hp, Wp, C] (any
-    dtype; a channel slice of one is fine), K in (kh, kw, c) order: one copy whose inner
-    runs are C contiguous elements (timed ~10-30x faster on int8 than torch's
-    Tensor.unfold in (c, kh, kw) order, whose inner runs are single elements)."""
+def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw, tap_major: bool = True
+            ) -> np.ndarray:
+    """Rows [B * OH * OW, K] of a padded channels-last xp [B, Hp, Wp, C] (any dtype; a
+    channel slice of one is fine), one copy. K in (kh, kw, c) order (``tap_major``): the
+    copy's inner runs are C contiguous elements (timed 10-80x faster on int8 than torch's
+    Tensor.unfold in (c, kh, kw) order); else (c, kh, kw), torch's weight.reshape order."""
     b, c = xp.shape[0], xp.shape[3]
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
     sb, sy, sx, sc = xp.strides
+    shape, strides = (b, oh, ow, kh, kw, c), (sb, sy * sh, sx * sw, sy * dh, sx * dw, sc)
+    if not tap_major:
+        shape, strides = (b, oh, ow, c, kh, kw), (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw)
     # Never written through; it is already contiguous (and then returned as is) only for a
     # 1x1 kernel with stride 1, where the windows do not overlap.
-    patches = as_strided(xp, (b, oh, ow, kh, kw, c), (sb, sy * sh, sx * sw, sy * dh, sx * dw, sc))
+    patches = as_strided(xp, shape, strides)
     return np.ascontiguousarray(patches).reshape(b * oh * ow, kh * kw * c)
 
 
@@ -360,9 +374,11 @@ class LowbitConv2d(_LowbitModule):
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def _gemm_weights(self, w: torch.Tensor) -> torch.Tensor:
-        """[G, N, K] from [out, in / groups, kh, kw], K in the im2col's (kh, kw, c) order."""
+        """[G, N, K] from [out, in / groups, kh, kw], K in the format's im2col order."""
         geo = self.geometry
-        return w.permute(0, 2, 3, 1).reshape(geo.groups, geo.n, geo.k)
+        if self.scheme.tap_major:
+            w = w.permute(0, 2, 3, 1)
+        return w.reshape(geo.groups, geo.n, geo.k)
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, fmt: str = "int8", **options) -> "LowbitConv2d":
@@ -383,10 +399,9 @@ class LowbitConv2d(_LowbitModule):
                        dilation=1, groups: int = 1, weight_zero_point=None,
                        **options) -> "LowbitConv2d":
         """Build from already-quantized weights [out, in / groups, kh, kw]; the scales as in
-        ``LowbitLinear.from_quantized`` with K = kh * kw * in / groups. int4 / uint4 group
-        K in the modules' (kh, kw, channel) order: ``weight_scale`` [out, ceil(K /
-        group_size)] holds the scale of the weights ``weight.permute(0, 2, 3, 1).reshape(out,
-        -1)[:, g * group_size:(g + 1) * group_size]`` in column g."""
+        ``LowbitLinear.from_quantized`` with K = in / groups * kh * kw. int4 / uint4:
+        ``weight_scale`` [out, ceil(K / group_size)] holds in column g the scale of
+        ``weight.reshape(out, -1)[:, g * group_size:(g + 1) * group_size]``."""
         _scale_dtype_from(fmt, weight_scale, options)
         w_shape = getattr(weight, "shape", None)
         if w_shape is None or len(w_shape) != 4:
@@ -423,16 +438,18 @@ class LowbitConv2d(_LowbitModule):
             raise ValueError(f"x: input {h}x{w} is smaller than the padded kernel "
                              f"(kernel {self.kernel_size}, dilation {self.dilation}, "
                              f"padding {self.padding})")
-        xin, pad_value = self.scheme.prepare_input(self, x)
+        xin, pad_value, sample_scale = self.scheme.prepare_input(self, x)
         xp = _padded_nhwc(xin.detach().numpy(), self._pad, pad_value)
         pad_taps = (self._pad_taps(h, w, (oh, ow))
                     if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
+        a_scale = None if sample_scale is None else sample_scale.repeat_interleave(oh * ow)
         cg, ng = self.in_channels // self.groups, self.out_channels // self.groups
         out = None
         for g in range(self.groups):
             rows = _im2col(xp[..., g * cg:(g + 1) * cg], self.kernel_size, self.stride,
-                           self.dilation, (oh, ow))
-            part = self.scheme.matmul(self, torch.from_numpy(rows), g, pad_taps).numpy()
+                           self.dilation, (oh, ow), self.scheme.tap_major)
+            part = self.scheme.matmul(self, torch.from_numpy(rows), g, pad_taps,
+                                      a_scale).numpy()
             if out is None:
                 out = np.empty((b, self.out_channels, oh, ow), part.dtype)
             out[:, g * ng:(g + 1) * ng] = part.reshape(b, oh, ow, ng).transpose(0, 3, 1, 2)

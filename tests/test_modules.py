@@ -78,9 +78,9 @@ def np_requant(acc, a_s, w_s, out_s, out_zp, relu, bias):
     return ref.requantize(acc, mult, shift, out_zp, out_zp if relu else lo, hi, bias_q, dt)
 
 
-def np_im2col(xp, kernel, stride, dilation) -> np.ndarray:
+def np_im2col(xp, kernel, stride, dilation, tap_major=True) -> np.ndarray:
     """Rows [B * OH * OW, kh * kw * C] of an already padded x [B, C, Hp, Wp], K in the
-    modules' (kh, kw, c) order."""
+    (kh, kw, c) order of int8 / binary convs (``tap_major``), else (c, kh, kw) as int4's."""
     b, c, hp, wp = xp.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
@@ -90,6 +90,8 @@ def np_im2col(xp, kernel, stride, dilation) -> np.ndarray:
             y0, x0 = i * dh, j * dw
             win = xp[:, :, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
             rows[:, :, :, i, j, :] = win.transpose(0, 2, 3, 1)
+    if not tap_major:
+        rows = rows.transpose(0, 1, 2, 5, 3, 4)
     return rows.reshape(b * oh * ow, kh * kw * c), (oh, ow)
 
 
@@ -98,12 +100,15 @@ def gemm_rows(conv_weight: np.ndarray) -> np.ndarray:
     return conv_weight.transpose(0, 2, 3, 1).reshape(conv_weight.shape[0], -1)
 
 
-def np_gemm(fmt, rows, w_nk, bias, opts, valid=None):
-    """The module's GEMM of one group: rows [M, K] (float32, or quantized for static int8),
-    float weights [N, K]; ``valid`` marks non-padding entries of conv rows (binary)."""
+def np_gemm(fmt, rows, w_nk, bias, opts, valid=None, a_scale=None):
+    """The module's GEMM of one group: rows [M, K] (float32, or quantized for static int8 and
+    per-sample dynamic int8 with ``a_scale`` [M]), float weights [N, K]; ``valid`` marks
+    non-padding entries of conv rows (binary)."""
     if fmt == "int8":
         q, w_s = np_quantize_rows(w_nk, np_absmax_scales(w_nk)), np_absmax_scales(w_nk)
-        if opts.get("act_scale") is None:
+        if a_scale is not None:
+            a, a_s, zp = rows, a_scale, 0
+        elif opts.get("act_scale") is None:
             a_s = np_absmax_scales(rows)
             a, zp = np_quantize_rows(rows, a_s), 0
         else:
@@ -144,8 +149,12 @@ def np_conv(fmt, conv: nn.Conv2d, x: torch.Tensor, opts, pad4=None) -> np.ndarra
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     valid_p = np.pad(np.ones_like(x[:1, :1], dtype=np.int64),
                      ((0, 0), (0, 0), (top, bottom), (left, right)))
+    sample_scale = None
     if fmt == "int8" and opts.get("act_scale") is not None:
         xp = np_static(xp, opts["act_scale"], opts.get("act_zero_point", 0))
+    elif opts.get("act_granularity") == "sample":  # one scale per image: its max |x| / 127
+        sample_scale = np_absmax_scales(x.reshape(x.shape[0], -1))
+        xp = np_quantize_rows(xp.reshape(x.shape[0], -1), sample_scale).reshape(xp.shape)
     g = conv.groups
     cg, ng = conv.in_channels // g, conv.out_channels // g
     w = gemm_rows(conv.weight.detach().numpy())
@@ -158,7 +167,9 @@ def np_conv(fmt, conv: nn.Conv2d, x: torch.Tensor, opts, pad4=None) -> np.ndarra
                              conv.dilation)
         valid = np.tile(valid, (x.shape[0], 1))
         sl = slice(gi * ng, (gi + 1) * ng)
-        outs.append(np_gemm(fmt, rows, w[sl], None if b is None else b[sl], opts, valid))
+        a_scale = None if sample_scale is None else np.repeat(sample_scale, oh * ow)
+        outs.append(np_gemm(fmt, rows, w[sl], None if b is None else b[sl], opts, valid,
+                            a_scale))
     out = np.concatenate(outs, axis=1)
     return out.reshape(x.shape[0], oh, ow, conv.out_channels).transpose(0, 3, 1, 2)
 
@@ -363,6 +374,7 @@ def _conv_case(name, key=0):
 
 
 CONV_OPTS = {"int8_dynamic": ("int8", {}),
+             "int8_dynamic_sample": ("int8", {"act_granularity": "sample"}),
              "int8_static_u8": ("int8", {"act_scale": 0.02, "act_zero_point": 128}),
              "int8_static_s8": ("int8", {"act_scale": 0.03}),
              "int8_out_relu": ("int8", {"act_scale": 0.03, "out_scale": 0.05, "relu": True}),
@@ -394,7 +406,7 @@ def test_conv_int4_equals_its_gemm(fmt, name):
     ng = conv.out_channels // g
     for gi in range(g):
         rows, (oh, ow) = np_im2col(xp[:, gi * cg:(gi + 1) * cg], conv.kernel_size, conv.stride,
-                                   conv.dilation)
+                                   conv.dilation, tap_major=False)
         want = mod.scheme.matmul(mod, torch.from_numpy(rows), gi)
         part = got[:, gi * ng:(gi + 1) * ng].permute(0, 2, 3, 1).reshape(-1, ng)
         np.testing.assert_array_equal(part.numpy(), want.numpy())
@@ -444,10 +456,9 @@ def test_from_quantized_int4_equals_from_float(fmt, assert_exact):
     ref_mod = LowbitConv2d.from_float(conv, fmt, scale_dtype="float32")
     k = 45
     w_kn = np.zeros((64, 6), F32)
-    w_kn[:k] = gemm_rows(conv.weight.detach().numpy()).T
+    w_kn[:k] = conv.weight.detach().numpy().reshape(6, -1).T    # groups along (c, kh, kw)
     nib, sc, z = quantize_int4(w_kn, 32, fmt == "uint4", "float32")
-    vals = nib[:k].T.astype(np.int16) - (0 if fmt == "uint4" else 8)   # [6, (kh, kw, c)]
-    vals = vals.reshape(6, 3, 3, 5).transpose(0, 3, 1, 2)               # [6, c, kh, kw]
+    vals = (nib[:k].T.astype(np.int16) - (0 if fmt == "uint4" else 8)).reshape(6, 5, 3, 3)
     kw = {"weight_zero_point": torch.from_numpy(z.T.copy())} if fmt == "uint4" else {}
     mod = LowbitConv2d.from_quantized(fmt, torch.from_numpy(vals.copy()),
                                       torch.from_numpy(sc.T.copy()), conv.bias.detach(),
@@ -542,22 +553,28 @@ def test_lowbit_storage():
         lin.weight[:, :8] = 0   # 8 of 64 weights of every row are zero
     mod = LowbitLinear.from_float(lin, "int8")
     st_ = mod.lowbit_storage()
-    assert set(st_) == {"format", "bytes", "weight_bits", "act_bits", "sparsity"}
-    assert st_["format"] == "int8" and st_["act_bits"] == 8
+    assert set(st_) == {"format", "bytes", "weight_bits", "act_bits", "sparsity",
+                        "sparsity_kind", "params"}
+    assert (st_["format"], st_["weight_bits"], st_["act_bits"]) == ("int8", 8.0, 8)
+    # dense: the kernel stores and multiplies the zeros too
+    assert (st_["sparsity"], st_["sparsity_kind"], st_["params"]) == (0.0, "dense", 64 * 64 + 64)
+    # packed 64 x 64 int8, int32 column sums, int64 abs-sum max, float32 scales and bias
+    assert st_["bytes"] == 64 * 64 + 4 * 64 + 8 + 4 * 64 + 4 * 64
     assert st_["bytes"] == sum(t.numel() * t.element_size() for t in mod.state_dict().values())
-    # packed 64 x 64 int8 + int32 column sums + int64 abs-sum max + float32 scales
-    assert st_["weight_bits"] == 8 * (64 * 64 + 4 * 64 + 8 + 4 * 64) / (64 * 64)
-    w = lin.weight.detach().numpy()
-    zeros = float((np_quantize_rows(w, np_absmax_scales(w)) == 0).mean())
-    assert st_["sparsity"] == zeros and zeros >= 8 / 64
-    conv4 = LowbitConv2d.from_float(float_conv(32, 64, 1), "int4")  # K = 32: one group
+    static = LowbitLinear.from_float(lin, "int8", act_scale=0.1, act_zero_point=3, out_scale=0.2)
+    # + float32 act / out scales, int32 zero points, int32 multipliers, shifts, bias
+    assert static.lowbit_storage()["bytes"] == st_["bytes"] - 4 * 64 + 4 * 4 + 3 * 4 * 64
+    conv4 = LowbitConv2d.from_float(float_conv(32, 70, 1), "int4")  # K = 32: one group
     s4 = conv4.lowbit_storage()
-    assert s4["format"] == "int4" and s4["act_bits"] == 32
-    assert s4["weight_bits"] == 4 + 16 / 32   # nibbles + one float16 scale per 32 weights
-    sb = LowbitLinear.from_float(float_linear(128, 64), "binary").lowbit_storage()
-    assert sb["weight_bits"] == 1 + 32 / 128 and sb["act_bits"] == 1 and sb["sparsity"] == 0.0
-    assert LowbitLinear.from_float(float_linear(64, 64), "uint4", activations="int8"
-                                   ).lowbit_storage()["act_bits"] == 8
+    assert (s4["format"], s4["weight_bits"], s4["act_bits"]) == ("int4", 4.0, 32)
+    assert (s4["group_size"], s4["scale_dtype"], s4["params"]) == (32, "float16", 32 * 70 + 70)
+    # two 64-column panels of nibbles, float16 scales, float32 bias
+    assert s4["bytes"] == 128 * 32 // 2 + 128 * 2 + 70 * 4
+    sb = LowbitLinear.from_float(float_linear(128, 64, bias=False), "binary").lowbit_storage()
+    assert (sb["weight_bits"], sb["act_bits"], sb["bytes"]) == (1.0, 1, 64 * 128 // 8 + 64 * 4)
+    s48 = LowbitLinear.from_float(float_linear(64, 64), "uint4", activations="int8",
+                                  group_size=64).lowbit_storage()
+    assert (s48["format"], s48["act_bits"], s48["group_size"]) == ("uint4", 8, 64)
 
 
 def test_extra_repr():
@@ -595,6 +612,12 @@ def test_errors(raises_naming):
         LowbitLinear.from_float(lin, "int4", group_size=16)
     with raises_naming(ValueError, "activations"):
         LowbitLinear.from_float(lin, "int4", activations="float16")
+    with raises_naming(ValueError, "act_granularity"):
+        LowbitLinear.from_float(lin, "int8", act_granularity="sample")
+    with raises_naming(ValueError, "act_granularity"):
+        LowbitConv2d(3, 4, 3, act_scale=0.1, act_granularity="sample")
+    with raises_naming(ValueError, "act_granularity"):
+        LowbitConv2d(3, 4, 3, act_granularity="tensor")
     with raises_naming(TypeError, "module"):
         LowbitLinear.from_float(nn.Conv2d(1, 1, 1), "int8")
     with raises_naming(ValueError, "module.padding_mode"):
