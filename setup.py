@@ -33,7 +33,7 @@ setup(
         "numpy>=1.24",
         "numba>=0.59",
         "cffi>=1.16",
-        "torch>=2.3,<2.14",
+        "torch>=2.4,<2.14",  # 2.4: torch.library.register_fake (lowbit.kernels.torch_ops)
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
         "rich>=13",

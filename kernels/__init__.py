@@ -32,6 +32,18 @@ from .registry import ISA_RANK, REGISTRY, Kernel, KernelKey
 from .spmm_csr import spmm_csr
 
 
+_TORCH_MODULES = ("LowbitConv2d", "LowbitLinear")  # lowbit.kernels.modules; needs torch
+
+
+def __getattr__(name: str):
+    # torch-backed names load on first use, so ``import lowbit.kernels`` stays torch-free
+    if name in _TORCH_MODULES:
+        from . import modules
+
+        return getattr(modules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def dispatch_info() -> dict:
     """Per operation: ``{"selected": isa, "available": [isa, ...]}`` on this machine."""
     return REGISTRY.dispatch_info()
