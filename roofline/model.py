@@ -243,7 +243,6 @@ def analyze_layers(workload: Workload, device: Device, precision: Precision | No
     sim_u: dict[str, tuple[float, str]] = {}
     if efficiency is None and device.npu is not None:
         sim_u = _simulated_utilization(workload, device, bits, dataflow)
-    measured = device.sources.get("efficiency.default", "").startswith("measured")
     levels = device.memory
     records = []
     for layer, b in zip(workload.layers, bits):
@@ -255,8 +254,7 @@ def analyze_layers(workload: Workload, device: Device, precision: Precision | No
         elif layer.name in sim_u:
             u, u_src = sim_u[layer.name]
         else:
-            u = device.default_efficiency(ceiling)
-            u_src = "measured" if measured or ceiling in device.efficiency else "default"
+            u, u_src = device.efficiency_for(ceiling)
         ops = 0.0
         traffic = [0.0] * len(levels)
         for g in layer.gemms():
