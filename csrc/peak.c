@@ -70,10 +70,12 @@
 #define MADDWD128_OP(a, t) "movdqa %%xmm14, %%xmm" #t "\n\t" "pmaddwd %%xmm15, %%xmm" #t "\n\t" \
     "paddd %%xmm" #t ", %%xmm" #a "\n\t"
 /* vpmaddubsw, then vpmaddwd by a ones vector (the operand register here: same timing) */
-#define MADDUBS512_OP(a, t, u) "vpmaddubsw %%zmm30, %%zmm31, %%zmm" #t "\n\t" \
-    "vpmaddwd %%zmm" #t ", %%zmm30, %%zmm" #u "\n\t" "vpaddd %%zmm" #u ", %%zmm" #a ", %%zmm" #a "\n\t"
-#define MADDUBS256_OP(a, t, u) "vpmaddubsw %%ymm14, %%ymm15, %%ymm" #t "\n\t" \
-    "vpmaddwd %%ymm" #t ", %%ymm14, %%ymm" #u "\n\t" "vpaddd %%ymm" #u ", %%ymm" #a ", %%ymm" #a "\n\t"
+#define MADDUBS512_OP(a, t, u) "vpmaddubsw %%zmm30, %%zmm31, %%zmm" #t "\n\t"                \
+    "vpmaddwd %%zmm" #t ", %%zmm30, %%zmm" #u "\n\t"                                          \
+    "vpaddd %%zmm" #u ", %%zmm" #a ", %%zmm" #a "\n\t"
+#define MADDUBS256_OP(a, t, u) "vpmaddubsw %%ymm14, %%ymm15, %%ymm" #t "\n\t"                \
+    "vpmaddwd %%ymm" #t ", %%ymm14, %%ymm" #u "\n\t"                                          \
+    "vpaddd %%ymm" #u ", %%ymm" #a ", %%ymm" #a "\n\t"
 #define MULADD128_OP(a, t) "movaps %%xmm14, %%xmm" #t "\n\t" "mulps %%xmm15, %%xmm" #t "\n\t" \
     "addps %%xmm" #t ", %%xmm" #a "\n\t"
 #define POPCNT512_OP(a, t) "vpxorq %%zmm30, %%zmm31, %%zmm" #t "\n\t" \

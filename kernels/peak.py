@@ -59,7 +59,8 @@ def ceiling_loops() -> tuple[PeakLoop, ...]:
 
 
 def run_peak(kind: str, iters: int) -> float:
-    """Run one peak loop of ``iters`` iterations per thread; returns the ops done (0: unsupported)."""
+    """Run one peak loop of ``iters`` iterations per thread; returns the ops done (0 when
+    this CPU lacks its instructions)."""
     if kind not in PEAKS:
         raise ValueError(f"kind: unknown peak {kind!r}; known: {', '.join(PEAKS)}")
     if native.lib is None:

@@ -143,7 +143,8 @@ def llm_workload(cfg: LlmConfig, phase: str, *, batch: int = 1,
     out.append(Gemm("lm_head", m=batch, n=cfg.vocab, k=d))
     what = (f"prefill of {prompt_len} tokens" if phase == "prefill"
             else f"decode of one token over a {context}-token KV cache")
-    return Workload(f"{cfg.name}-{phase}", tuple(out), source=f"{cfg.source}; {what}, batch {batch}")
+    return Workload(f"{cfg.name}-{phase}", tuple(out),
+                    source=f"{cfg.source}; {what}, batch {batch}")
 
 
 def kv_cache_bytes(cfg: LlmConfig, batch: int, context: int, kv_bits: float) -> float:
