@@ -309,7 +309,8 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
 
     Args:
         workload: a ``Workload``, a ``Layer``, a list of layers, a zoo name, or an LLM name
-            ("llama2-7b-decode", "llama2-7b-prefill", "llama2-7b": see ``lowbit.roofline.llm``).
+            ("llama2-7b-decode", "llama2-7b-prefill", "llama2-7b", the same for "llama2-70b":
+            see ``lowbit.roofline.llm``).
         profile: a ``Device``, a simulator ``Profile``, or a name: a roofline device
             (h100-sxm, a100-sxm, rtx-4090, jetson-orin-agx, tpu-v4), a simulator NPU
             (tpu-v1, edge-npu-32x32, ...), "host" (the calibrated CPU), or a TOML path.
@@ -321,7 +322,9 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
         **llm_params: for LLM workloads, ``batch`` (default 1), ``context`` (decode: KV
             length, default 2048) and ``prompt_len`` (prefill, default 512).
 
-    Returns a ``RooflineResult`` (``.layers``, ``.total``, ``.llm`` for LLM workloads).
+    Returns a ``RooflineResult`` (``.layers``, ``.total``, ``.llm`` for LLM workloads). An
+    LLM whose weights and KV cache exceed the device memory still gets its figures, with
+    ``llm["fits"]`` False and a ``MemoryFitWarning``.
 
     Example::
 
