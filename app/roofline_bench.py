@@ -14,6 +14,11 @@ function) and BW_level the read bandwidth of the smallest memory level holding `
 bound kernel (the int4 GEMVs at 1x16384x8192) is thus judged against the DRAM read
 bandwidth, a compute-bound one against its instruction family's peak.
 
+On a shared machine the calibration and the benchmark may see different interference;
+``session_ceilings`` replaces the profile's compute ceilings and DRAM bandwidth with those
+the benchmark session measured itself (its ``peak`` and ``bandwidth`` groups, best runs), so
+both sides of each fraction come from the same session (``--ceilings session``).
+
 Adding an operation is one entry of ``KERNEL_CEILINGS``: its ISA variants' ceilings,
 usually one of the families below. An operation registered in ``lowbit.kernels.REGISTRY``
 but missing from the table is listed with the reason and no fraction; benchmark groups of
@@ -21,11 +26,11 @@ anything else (the simulator's) are skipped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 __all__ = ["Ceiling", "KERNEL_CEILINGS", "TARGET_FRACTION", "OPTIMIZED_ISAS", "kernel_bounds",
-           "largest_shapes", "ceiling_of"]
+           "largest_shapes", "ceiling_of", "session_ceilings"]
 
 TARGET_FRACTION = 0.60  # issue 5: every optimized kernel at >= 60% of its bound, largest shape
 OPTIMIZED_ISAS = ("avx512_vnni", "avx512", "avx2")  # portable C and Numba: reported, no target
@@ -173,3 +178,40 @@ def largest_shapes(rows: list[dict]) -> dict[str, dict]:
         if key not in best or (r["bytes"], r["ops"]) > (best[key]["bytes"], best[key]["ops"]):
             best[key] = r
     return best
+
+
+def session_ceilings(data: dict, device):
+    """``device`` with the compute ceilings and the DRAM read bandwidth a benchmark session
+    measured (best runs of its ``peak`` loops and its ``dram_read`` loop) in place of the
+    profile's; the cache levels keep the profile's bandwidths. Raises ValueError when the
+    JSON has neither group."""
+    from lowbit.benchtable import bandwidths, peaks
+    from lowbit.bench.config import BANDWIDTH_KIND
+    from lowbit.kernels.peak import PEAKS
+
+    isa_peak = {p: dict(t) for p, t in device.isa_peak.items()}
+    sources = dict(device.sources)
+    found = 0
+    for kind, got in peaks(data).items():
+        loop = PEAKS.get(kind)
+        if loop is None or loop.variant is None or not got["gops"]:
+            continue
+        isa_peak.setdefault(loop.precision, {})[loop.variant] = got["gops"] * 1e9
+        sources[f"isa_peak_tops.{loop.precision}.{loop.variant}"] = (
+            f"the benchmark session's {kind} loop, best of {got['runs']} measurements")
+        found += 1
+    memory = list(device.memory)
+    dram = bandwidths(data).get(BANDWIDTH_KIND, {}).get("gbps")
+    if dram:
+        memory[0] = replace(memory[0], bandwidth=dram * 1e9)
+        sources[f"memory.{memory[0].name}"] = (f"the benchmark session's {BANDWIDTH_KIND} "
+                                               "loop, best run")
+        found += 1
+    if not found:
+        raise ValueError("--ceilings session: the benchmark JSON has no peak or bandwidth "
+                         "measurements (run lowbit bench without excluding them)")
+    peak = dict(device.peak)
+    for prec, table in isa_peak.items():
+        peak[prec] = max(table.values())
+    return replace(device, name=f"{device.name} (session ceilings)", peak=peak,
+                   isa_peak=isa_peak, memory=tuple(memory), sources=sources)

@@ -54,6 +54,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bench-json", metavar="FILE",
                    help="saved pytest-benchmark JSON (lowbit bench --json): each lowbit kernel's "
                         "measured time against its roofline bound on the host profile")
+    p.add_argument("--ceilings", choices=("profile", "session"), default="profile",
+                   help="--bench-json: judge against the profile's compute ceilings and DRAM "
+                        "bandwidth (default), or against those the benchmark session measured "
+                        "itself (its peak and bandwidth groups; cache levels from the profile)")
     p.add_argument("--out", metavar="TOML", help="calibrate: write the profile here instead")
     p.add_argument("--quick", action="store_true",
                    help="calibrate: short runs and small kernels (a few seconds; a rough profile)")
@@ -169,11 +173,13 @@ def _calibrate(args) -> int:
 def _run_bench_json(args) -> int:
     from lowbit.roofline.profile_io import get_device
     from lowbit.roofline_bench import (OPTIMIZED_ISAS, TARGET_FRACTION, kernel_bounds,
-                                       largest_shapes)
+                                       largest_shapes, session_ceilings)
 
     path = Path(args.bench_json)
     data = json.loads(path.read_text(encoding="utf-8"))
     device = get_device(args.profile or "host")
+    if args.ceilings == "session":
+        device = session_ceilings(data, device)
     rows = kernel_bounds(data, device)
     if args.plot:
         from lowbit.roofline.plots import KernelPoint, plot_roofline

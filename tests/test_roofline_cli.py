@@ -212,3 +212,37 @@ def test_host_profile_missing_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="lowbit roofline calibrate"):
         run_cli("--workload", "resnet18", "--profile", "host")
+
+
+def test_bench_json_session_ceilings(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _save_host()
+    data = _synthetic()
+    # the session measured the AVX2 vpmaddwd loop at 0.1 TOP/s (the profile says 0.2) and
+    # the DRAM read at 10 GB/s (the profile: 20); fp32_fma has no profile variant: ignored
+    data["benchmarks"] += [
+        {"group": "peak", "name": "test_peak[int8_avx2_maddwd-first]",
+         "stats": {"median": 0.02, "min": 0.01, "rounds": 3},
+         "extra_info": {"impl": "int8_avx2_maddwd", "ops": 1e9}},
+        {"group": "peak", "name": "test_peak[fp32_fma-first]",
+         "stats": {"median": 0.02, "min": 0.01, "rounds": 3},
+         "extra_info": {"impl": "fp32_fma", "ops": 1e12}},
+        {"group": "bandwidth", "name": "test_bandwidth[first]",
+         "stats": {"median": 0.2, "min": 0.1, "rounds": 3},
+         "extra_info": {"impl": "dram_read", "bytes": 1e9}},
+    ]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    assert run_cli("--bench-json", str(path), "--ceilings", "session", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"] == "host (session ceilings)"
+    rows = {(r["group"], r["impl"]): r for r in out["kernels"]}
+    # avx2 gemm_int8: bound 2.147e9 / 1e11 = 21.5 ms against 10.7 ms measured
+    assert rows[(G_INT8[0], "lowbit[avx2]")]["fraction"] == pytest.approx(2.0)
+    # unchanged ceilings stay the profile's
+    assert rows[(G_INT8[0], "lowbit[avx512_vnni]")]["fraction"] == pytest.approx(0.8)
+    # the DRAM-bound GEMV against 10 GB/s: twice the bound of the profile's 20 GB/s
+    assert rows[(G_W4A16[0], "lowbit[avx512_vnni]")]["fraction"] == pytest.approx(1.6)
+    path.write_text(json.dumps(_synthetic()))
+    with pytest.raises(ValueError, match="--ceilings session"):
+        run_cli("--bench-json", str(path), "--ceilings", "session")
