@@ -9,10 +9,10 @@ What is measured, all on lowbit's pool threads (both cores):
   calibration (interference only ever lowers a peak). They become ``isa_peak_tops``; the
   ``peak_tops`` of a precision is its best variant;
 * read bandwidth per level: a buffer of half (L1, L2) or a quarter (L3) of each cache (sizes
-  from sysfs) and one of at least twice the L3 (DRAM: a cyclic read of it misses every
-  cache), read by the C loop (csrc/peak.c), best of 3;
-* the host efficiency U per precision: a representative kernel, timed (best of
-  ``kernel_repeats``), over its precision's ceiling: lowbit's gemm_int8 (the dispatched
+  from sysfs) and one of ``dram_bytes`` and at least twice the L3 (DRAM: a cyclic read of it
+  misses every cache), read by the C loop (csrc/peak.c), best of ``bandwidth_repeats`` runs;
+* the host efficiency U per precision: a representative kernel, timed (best call of at
+  least ``kernel_repeats`` over ``kernel_seconds``), over its precision's ceiling: lowbit's gemm_int8 (the dispatched
   variant) at 1024^3 for int8, lowbit's gemm_binary at 1024x1024x4096 for binary, numpy's
   float32 matmul (its BLAS) at 1024^3 for fp32. ``analyze`` uses them as U on the host, with
   the source "measured"; bf16 has no such kernel here and keeps the default (1.0);
@@ -39,20 +39,33 @@ class CalibrationBudget:
 
     peak_seconds: float          # one run of one peak loop
     peak_repeats: int            # runs per loop, at each end of the calibration
-    bandwidth_seconds: float     # one read-bandwidth measurement
+    bandwidth_seconds: float     # one run of the read loop (at least one pass)
+    bandwidth_repeats: int       # runs per level
     dram_bytes: int              # DRAM buffer at least this large (and twice the L3)
-    kernel_repeats: int          # timed calls per efficiency kernel (after one warm-up)
+    kernel_repeats: int          # timed calls per efficiency kernel at least (after a warm-up)
+    kernel_seconds: float        # ... and calls for at least this long
     int8_shape: tuple[int, int, int]
     binary_shape: tuple[int, int, int]
     fp32_shape: tuple[int, int, int]
 
 
-FULL = CalibrationBudget(peak_seconds=0.1, peak_repeats=3, bandwidth_seconds=0.25,
-                         dram_bytes=256 << 20, kernel_repeats=5, int8_shape=(1024, 1024, 1024),
-                         binary_shape=(1024, 1024, 4096), fp32_shape=(1024, 1024, 1024))
-QUICK = CalibrationBudget(peak_seconds=0.03, peak_repeats=2, bandwidth_seconds=0.05,
-                          dram_bytes=32 << 20, kernel_repeats=1, int8_shape=(128, 128, 128),
-                          binary_shape=(128, 128, 512), fp32_shape=(128, 128, 128))
+# Many short runs, best kept: on a shared machine a run of a few milliseconds often falls
+# between other processes' time slices, where a long one averages them in (measured on the
+# 2-core VM under a load of 5: 5 ms x 30 runs gave the idle VNNI peak within 3%, 0.1 s x 3
+# runs a fifth of it). The kernels that give U are timed the same way.
+# The DRAM buffer is 1 GiB: on the 2-vCPU VM, a 256 MiB one (8x the 32 MiB L3 sysfs reports)
+# read at up to 70 GB/s, a 1 GiB one at up to 34 GB/s in the same interleaved runs: the
+# vCPUs migrate across the host's CCDs and find part of the buffer in their L3s.
+FULL = CalibrationBudget(peak_seconds=0.005, peak_repeats=30, bandwidth_seconds=0.01,
+                         bandwidth_repeats=20, dram_bytes=1 << 30, kernel_repeats=20,
+                         kernel_seconds=0.3,
+                         int8_shape=(1024, 1024, 1024), binary_shape=(1024, 1024, 4096),
+                         fp32_shape=(1024, 1024, 1024))
+QUICK = CalibrationBudget(peak_seconds=0.002, peak_repeats=5, bandwidth_seconds=0.005,
+                          bandwidth_repeats=5, dram_bytes=32 << 20, kernel_repeats=3,
+                          kernel_seconds=0.02,
+                          int8_shape=(256, 256, 256), binary_shape=(256, 256, 1024),
+                          fp32_shape=(256, 256, 256))
 
 # Horowitz, ISSCC 2014, 45 nm (the simulator's energy table for int8 and binary MACs):
 # a MAC is 2 ops, so half a MAC's energy per op.
@@ -100,9 +113,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_bandwidth(nbytes: int, seconds: float) -> float:
+def _read_bandwidth(nbytes: int, seconds: float, repeats: int) -> float:
     """Read bandwidth (bytes/s) of a buffer of ``nbytes`` on all kernel threads: the C read
-    loop (lowbit.kernels.peak.run_read), passes sized to ``seconds`` / 3 a run, best of 3."""
+    loop (lowbit.kernels.peak.run_read), passes sized to ``seconds`` a run (at least one),
+    best of ``repeats`` runs."""
     from lowbit.kernels import peak
 
     buf = peak.read_bandwidth_buffer(max(256, nbytes // 256 * 256))
@@ -114,23 +128,25 @@ def _read_bandwidth(nbytes: int, seconds: float) -> float:
         if dt > seconds / 5 or passes > 1 << 30:
             break
         passes *= 4
-    passes = max(1, int(passes * seconds / 3 / max(dt, 1e-9)))
+    passes = max(1, int(passes * seconds / max(dt, 1e-9)))
     best = 0.0
-    for _ in range(3):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         done = peak.run_read(buf, passes)
         best = max(best, done / (time.perf_counter() - t0))
     return best
 
 
-def _best_rate(call: Callable[[], object], ops: float, repeats: int) -> float:
-    """ops / the fastest of ``repeats`` timed calls, after one warm-up call."""
+def _best_rate(call: Callable[[], object], ops: float, repeats: int, seconds: float) -> float:
+    """ops / the fastest timed call of at least ``repeats`` calls spread over at least
+    ``seconds`` (as the peaks' runs are), after one warm-up call."""
     call()
-    best = float("inf")
-    for _ in range(repeats):
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < repeats or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         call()
         best = min(best, time.perf_counter() - t0)
+        calls += 1
     return ops / best
 
 
@@ -216,7 +232,7 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
         if name in caches:
             plan.append((name, caches[name] // frac, caches[name]))
     for name, nbytes, cap in plan:
-        bw = _read_bandwidth(nbytes, budget.bandwidth_seconds)
+        bw = _read_bandwidth(nbytes, budget.bandwidth_seconds, budget.bandwidth_repeats)
         say(f"read bandwidth {name:<4} ({nbytes / 2**20:9.3f} MiB buffer): {bw / 1e9:8.1f} GB/s")
         outer = name == "DRAM"
         pj = HOROWITZ_45NM.dram_pj_per_byte if outer else HOROWITZ_45NM.sram_pj_per_byte(cap)
@@ -224,7 +240,8 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
         where = ("capacity: MemTotal of /proc/meminfo" if outer
                  else f"capacity {cap} bytes from sysfs (cpu0)")
         sources[f"memory.{name}"] = (f"{measured}: C read loop (csrc/peak.c lb_read_bandwidth, "
-                                     f"{threads} threads), best of 3 over a {nbytes} byte "
+                                     f"{threads} threads), best of {budget.bandwidth_repeats} "
+                                     f"runs over a {nbytes} byte "
                                      f"buffer; {where}")
         sources[f"memory.{name}.pj_per_byte"] = ("Horowitz ISSCC 2014 45 nm: DRAM 243.75 pJ/B; "
                                                  "SRAM interpolated by size (simulator defaults)")
@@ -239,12 +256,13 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
     for prec, what, call, ops in _efficiency_kernels(budget):
         if prec not in peak:
             continue
-        rate = _best_rate(call, ops, budget.kernel_repeats)
+        rate = _best_rate(call, ops, budget.kernel_repeats, budget.kernel_seconds)
         u = efficiency[prec] = min(1.0, rate / peak[prec])
         capped = " (capped at 1: the kernel outran the measured peak)" if u < rate / peak[prec] \
             else ""
         sources[f"efficiency.{prec}"] = (
-            f"{measured}: {what}, best of {budget.kernel_repeats}: {rate / 1e9:.1f} GOP/s over "
+            f"{measured}: {what}, best call of at least {budget.kernel_repeats} over "
+            f"{budget.kernel_seconds} s: {rate / 1e9:.1f} GOP/s over "
             f"the {prec} peak {peak[prec] / 1e9:.1f} GOP/s{capped}")
         say(f"efficiency U {prec:<6}: {u:6.1%}  ({what}: {rate / 1e9:.1f} GOP/s)")
     sources["efficiency.default"] = ("1.0 (the ceiling itself) for precisions without a timed "

@@ -105,22 +105,29 @@
 #define CLOBBER_ZMM CLOBBER_XMM16, "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", \
     "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31"
 
+/* The iterations are claimed in chunks from a shared counter, as the kernels claim their
+ * tiles: when another process takes a core for a while, the other threads run more chunks,
+ * so the loop measures what the kernels can get, not the slowest thread. */
 typedef struct {
-    int64_t iters;
-    atomic_int ran; /* threads that ran the loop */
+    int64_t total, chunk; /* iterations in all, per claim */
+    atomic_llong next;    /* iterations claimed so far */
 } peak_ctx;
 
-/* One peak loop: `pre` in C, then the register set-up and `iters` rounds of independent
- * ops, all in asm. */
+/* One peak loop: `pre` in C, then per claimed chunk the register set-up and `n` rounds of
+ * independent ops, all in asm. */
 #define PEAK_TASK(name, isa, pre, prologue, body, ...)                                       \
     __attribute__((target(isa))) static void name(void *vctx, int tid) {                   \
         (void)tid;                                                                          \
         peak_ctx *p = vctx;                                                                 \
-        int64_t n = p->iters;                                                               \
         pre;                                                                                \
-        __asm__ volatile(prologue "1:\n\t" body "dec %0\n\tjnz 1b\n\t"                    \
-                         : "+r"(n) : : __VA_ARGS__, "cc");                                  \
-        atomic_fetch_add(&p->ran, 1);                                                       \
+        for (;;) {                                                                          \
+            int64_t start = atomic_fetch_add_explicit(&p->next, p->chunk,                  \
+                                                      memory_order_relaxed);               \
+            if (start >= p->total) break;                                                   \
+            int64_t n = p->total - start < p->chunk ? p->total - start : p->chunk;          \
+            __asm__ volatile(prologue "1:\n\t" body "dec %0\n\tjnz 1b\n\t"                \
+                             : "+r"(n) : : __VA_ARGS__, "cc");                              \
+        }                                                                                   \
     }
 
 /* Legacy-SSE code after AVX code with dirty upper halves pays a state transition on some
@@ -171,12 +178,16 @@ PEAK_TASK(popcnt64_task, "popcnt", (void)0,
           POPCNT64_OP(r11, rdx) POPCNT64_OP(r12, rsi),
           "rax", "rbx", "rcx", "rdx", "rsi", "r8", "r9", "r10", "r11", "r12", "r14", "r15")
 
+/* iters per pool thread, in all iters * threads claimed in 16 chunks per thread. */
+#define CHUNKS_PER_THREAD 16
+
 static double run(lb_task_fn fn, int64_t iters, double ops_per_iter) {
-    peak_ctx p = {.iters = iters};
-    atomic_init(&p.ran, 0);
-    /* Every thread runs the whole loop once (not a shared task queue as in the kernels). */
+    const int64_t threads = lb_get_num_threads();
+    peak_ctx p = {.total = iters * threads};
+    p.chunk = (p.total + threads * CHUNKS_PER_THREAD - 1) / (threads * CHUNKS_PER_THREAD);
+    atomic_init(&p.next, 0);
     lb_parallel(fn, &p);
-    return ops_per_iter * (double)iters * atomic_load(&p.ran);
+    return ops_per_iter * (double)p.total;
 }
 
 static int has(int feature) { return (int)(lb_cpu_features() >> feature & 1); }

@@ -59,8 +59,9 @@ def ceiling_loops() -> tuple[PeakLoop, ...]:
 
 
 def run_peak(kind: str, iters: int) -> float:
-    """Run one peak loop of ``iters`` iterations per thread; returns the ops done (0 when
-    this CPU lacks its instructions)."""
+    """Run one peak loop of ``iters`` iterations per pool thread (``iters * num_threads()``
+    in all, claimed in chunks by the threads, as the kernels claim tiles); returns the ops
+    done (0 when this CPU lacks its instructions). The caller times the call."""
     if kind not in PEAKS:
         raise ValueError(f"kind: unknown peak {kind!r}; known: {', '.join(PEAKS)}")
     if native.lib is None:

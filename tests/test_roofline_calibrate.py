@@ -18,8 +18,9 @@ from lowbit.simulator.workload import Gemm
 pytestmark = pytest.mark.skipif(native.lib is None, reason="needs the native extension")
 
 TINY = roofline_calibrate.CalibrationBudget(
-    peak_seconds=0.002, peak_repeats=1, bandwidth_seconds=0.002, dram_bytes=1 << 20,
-    kernel_repeats=1, int8_shape=(8, 64, 64), binary_shape=(8, 64, 128),
+    peak_seconds=0.002, peak_repeats=1, bandwidth_seconds=0.002, bandwidth_repeats=1,
+    dram_bytes=1 << 20,
+    kernel_repeats=1, kernel_seconds=0.0, int8_shape=(8, 64, 64), binary_shape=(8, 64, 128),
     fp32_shape=(8, 64, 64))
 
 
