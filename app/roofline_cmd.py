@@ -208,8 +208,10 @@ def _run_bench_json(args) -> int:
     if missing:
         print("\nno fraction (no ceiling):\n" + "\n".join(f"  {m}" for m in missing))
     if any(r["fraction"] is not None and r["fraction"] > 1 for r in rows):
-        print("\nnote: fractions above 100% mean the profile's ceiling is below what the kernel "
-              "reached: recalibrate on an idle machine (`lowbit roofline calibrate`)")
+        source = ("the benchmark session's peak / bandwidth loops" if args.ceilings == "session"
+                  else "the calibration (`lowbit roofline calibrate`)")
+        print(f"\nnote: fractions above 100% mean the ceiling is below what the kernel reached: "
+              f"{source} ran while other work took the cores; rerun it on a quieter machine")
     print(f"\nlargest shape per kernel (target: optimized variants, "
           f"{', '.join(OPTIMIZED_ISAS)}, >= {TARGET_FRACTION:.0%} of their bound):")
     for key, r in sorted(largest_shapes(rows).items()):
