@@ -103,7 +103,7 @@ def _table(result) -> str:
         if "tpot_s" in llm:
             parts.append(f"TPOT {llm['tpot_s'] * 1e3:.3f} ms, {llm['tokens_per_s']:.1f} tokens/s "
                          f"(batch {llm['batch']}, context {llm['context']})")
-        parts.append(f"KV cache {llm['kv_cache_bytes'] / 2**30:.3f} GiB")
+        parts.append(f"KV cache {llm['kv_cache_bytes'] / 1e9:.3f} GB")
         lines.append("; ".join(parts))
         for phase in ("prefill", "decode"):
             key = f"{phase}_memory_bound"
