@@ -180,6 +180,53 @@ def _efficiency_kernels(budget: CalibrationBudget) -> list[tuple[str, str, Calla
     return [int8, binary, fp32]
 
 
+def _levels(budget: CalibrationBudget, measured: str, threads: int, sources: dict,
+            say: Callable[[str], None]) -> list:
+    """The memory levels, outermost (DRAM) first, with their read bandwidths and citations."""
+    from lowbit.roofline.device import MemoryLevel
+    from lowbit.simulator.profile_io import HOROWITZ_45NM
+
+    caches = cache_sizes()
+    levels = []
+    plan = [("DRAM", max(budget.dram_bytes, 2 * caches.get("L3", 0)), _mem_total())]
+    for name, frac in (("L3", 4), ("L2", 2), ("L1", 2)):
+        if name in caches:
+            plan.append((name, caches[name] // frac, caches[name]))
+    for name, nbytes, cap in plan:
+        bw = _read_bandwidth(nbytes, budget.bandwidth_seconds, budget.bandwidth_repeats)
+        say(f"read bandwidth {name:<4} ({nbytes / 2**20:9.3f} MiB buffer): {bw / 1e9:8.1f} GB/s")
+        outer = name == "DRAM"
+        pj = HOROWITZ_45NM.dram_pj_per_byte if outer else HOROWITZ_45NM.sram_pj_per_byte(cap)
+        levels.append(MemoryLevel(name, bw, float(cap) if cap else None, pj))
+        where = ("capacity: MemTotal of /proc/meminfo" if outer
+                 else f"capacity {cap} bytes from sysfs (cpu0)")
+        sources[f"memory.{name}"] = (f"{measured}: C read loop (csrc/peak.c lb_read_bandwidth, "
+                                     f"{threads} threads), best of {budget.bandwidth_repeats} "
+                                     f"runs over a {nbytes} byte buffer; {where}")
+        sources[f"memory.{name}.pj_per_byte"] = ("Horowitz ISSCC 2014 45 nm: DRAM 243.75 pJ/B; "
+                                                 "SRAM interpolated by size (simulator defaults)")
+    return levels
+
+
+def _efficiency(budget: CalibrationBudget, peak: dict, measured: str, sources: dict,
+                say: Callable[[str], None]) -> dict[str, float]:
+    """U per precision: each efficiency kernel's best rate over its precision's peak."""
+    efficiency = {"default": 1.0}
+    for prec, what, call, ops in _efficiency_kernels(budget):
+        if prec not in peak:
+            continue
+        rate = _best_rate(call, ops, budget.kernel_repeats, budget.kernel_seconds)
+        u = efficiency[prec] = min(1.0, rate / peak[prec])
+        capped = " (capped at 1: the kernel outran the measured peak)" if u < rate / peak[prec] \
+            else ""
+        sources[f"efficiency.{prec}"] = (
+            f"{measured}: {what}, best call of at least {budget.kernel_repeats} over "
+            f"{budget.kernel_seconds} s: {rate / 1e9:.1f} GOP/s over "
+            f"the {prec} peak {peak[prec] / 1e9:.1f} GOP/s{capped}")
+        say(f"efficiency U {prec:<6}: {u:6.1%}  ({what}: {rate / 1e9:.1f} GOP/s)")
+    return efficiency
+
+
 def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FULL,
               say: Callable[[str], None] = lambda msg: None):
     """Measure this CPU (see the module doc) and write its profile; returns (Device, path).
@@ -189,7 +236,7 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
     """
     from lowbit.kernels import cpu_features, native, num_threads
     from lowbit.kernels.peak import ceiling_loops, measure_peak
-    from lowbit.roofline.device import Device, MemoryLevel
+    from lowbit.roofline.device import Device
     from lowbit.roofline.profile_io import host_profile_path, save_device
     from lowbit.simulator.profile_io import HOROWITZ_45NM
 
@@ -225,26 +272,7 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
     peaks("first")
     if not isa_peak:
         raise RuntimeError("no peak loop ran on this CPU")
-    caches = cache_sizes()
-    levels = []
-    plan = [("DRAM", max(budget.dram_bytes, 2 * caches.get("L3", 0)), _mem_total())]
-    for name, frac in (("L3", 4), ("L2", 2), ("L1", 2)):
-        if name in caches:
-            plan.append((name, caches[name] // frac, caches[name]))
-    for name, nbytes, cap in plan:
-        bw = _read_bandwidth(nbytes, budget.bandwidth_seconds, budget.bandwidth_repeats)
-        say(f"read bandwidth {name:<4} ({nbytes / 2**20:9.3f} MiB buffer): {bw / 1e9:8.1f} GB/s")
-        outer = name == "DRAM"
-        pj = HOROWITZ_45NM.dram_pj_per_byte if outer else HOROWITZ_45NM.sram_pj_per_byte(cap)
-        levels.append(MemoryLevel(name, bw, float(cap) if cap else None, pj))
-        where = ("capacity: MemTotal of /proc/meminfo" if outer
-                 else f"capacity {cap} bytes from sysfs (cpu0)")
-        sources[f"memory.{name}"] = (f"{measured}: C read loop (csrc/peak.c lb_read_bandwidth, "
-                                     f"{threads} threads), best of {budget.bandwidth_repeats} "
-                                     f"runs over a {nbytes} byte "
-                                     f"buffer; {where}")
-        sources[f"memory.{name}.pj_per_byte"] = ("Horowitz ISSCC 2014 45 nm: DRAM 243.75 pJ/B; "
-                                                 "SRAM interpolated by size (simulator defaults)")
+    levels = _levels(budget, measured, threads, sources, say)
     peaks("last")
     peak = {}
     for prec, table in isa_peak.items():
@@ -252,19 +280,7 @@ def calibrate(path: str | Path | None = None, *, budget: CalibrationBudget = FUL
         peak[prec] = table[best]
         sources[f"peak_tops.{prec}"] = f"the best of its isa_peak_tops variants ({best})"
 
-    efficiency = {"default": 1.0}
-    for prec, what, call, ops in _efficiency_kernels(budget):
-        if prec not in peak:
-            continue
-        rate = _best_rate(call, ops, budget.kernel_repeats, budget.kernel_seconds)
-        u = efficiency[prec] = min(1.0, rate / peak[prec])
-        capped = " (capped at 1: the kernel outran the measured peak)" if u < rate / peak[prec] \
-            else ""
-        sources[f"efficiency.{prec}"] = (
-            f"{measured}: {what}, best call of at least {budget.kernel_repeats} over "
-            f"{budget.kernel_seconds} s: {rate / 1e9:.1f} GOP/s over "
-            f"the {prec} peak {peak[prec] / 1e9:.1f} GOP/s{capped}")
-        say(f"efficiency U {prec:<6}: {u:6.1%}  ({what}: {rate / 1e9:.1f} GOP/s)")
+    efficiency = _efficiency(budget, peak, measured, sources, say)
     sources["efficiency.default"] = ("1.0 (the ceiling itself) for precisions without a timed "
                                      "kernel, e.g. bf16")
     vec_bytes = 64 if "avx512f" in feats else 32
