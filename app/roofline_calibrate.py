@@ -115,26 +115,12 @@ def _cpu_name() -> str:
 
 def _read_bandwidth(nbytes: int, seconds: float, repeats: int) -> float:
     """Read bandwidth (bytes/s) of a buffer of ``nbytes`` on all kernel threads: the C read
-    loop (lowbit.kernels.peak.run_read), passes sized to ``seconds`` a run (at least one),
-    best of ``repeats`` runs."""
+    loop (lowbit.kernels.peak.run_read), best of ``repeats`` runs of about ``seconds``."""
     from lowbit.kernels import peak
 
     buf = peak.read_bandwidth_buffer(max(256, nbytes // 256 * 256))
-    passes = 1
-    while True:
-        t0 = time.perf_counter()
-        peak.run_read(buf, passes)
-        dt = time.perf_counter() - t0
-        if dt > seconds / 5 or passes > 1 << 30:
-            break
-        passes *= 4
-    passes = max(1, int(passes * seconds / max(dt, 1e-9)))
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        done = peak.run_read(buf, passes)
-        best = max(best, done / (time.perf_counter() - t0))
-    return best
+    return peak.best_rate(lambda passes: peak.run_read(buf, passes), seconds, repeats,
+                          limit=1 << 30)
 
 
 def _best_rate(call: Callable[[], object], ops: float, repeats: int, seconds: float) -> float:

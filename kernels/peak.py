@@ -71,29 +71,37 @@ def run_peak(kind: str, iters: int) -> float:
     return float(getattr(native.lib, PEAKS[kind].function)(iters))
 
 
+def best_rate(run, seconds: float, repeats: int, limit: int = 1 << 40) -> float:
+    """The best work / second of ``repeats`` timed calls ``run(n)`` (each returns the work it
+    did), with ``n`` grown until a call lasts at least ``seconds / 2``.
+
+    Shorter calls are not counted: they may measure waking the pool's threads more than the
+    loop. A call stretched by another process taking a core counts, but only the best call
+    is kept: interference only ever lowers a rate.
+    """
+    n, best, counted = 1, 0.0, 0
+    while counted < repeats:
+        t0 = time.perf_counter()
+        work = run(n)
+        dt = time.perf_counter() - t0
+        if dt < seconds / 2 and n < limit:
+            n = min(limit, max(2 * n, int(n * seconds / max(dt, 1e-9))))
+            continue
+        best = max(best, work / dt)
+        counted += 1
+    return best
+
+
 def measure_peak(kind: str, seconds: float = 0.2, repeats: int = 5) -> float:
-    """Best-of-``repeats`` ops/s of the peak loop, each run lasting about ``seconds``.
+    """Best-of-``repeats`` ops/s of the peak loop, each run lasting about ``seconds``
+    (``best_rate``).
 
     Returns 0.0 when this CPU lacks the instructions. The best (not the median) run is the
     ceiling: slower runs measure interference, not the core.
     """
     if run_peak(kind, 1) == 0.0:
         return 0.0
-    iters = 1 << 10
-    while True:  # calibrate the iteration count to the requested duration
-        t0 = time.perf_counter()
-        run_peak(kind, iters)
-        dt = time.perf_counter() - t0
-        if dt >= seconds / 4 or iters >= 1 << 40:
-            break
-        iters *= 4
-    iters = max(1, int(iters * seconds / max(dt, 1e-9)))
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ops = run_peak(kind, iters)
-        best = max(best, ops / (time.perf_counter() - t0))
-    return best
+    return best_rate(lambda iters: run_peak(kind, iters), seconds, repeats)
 
 
 # --- read bandwidth ----------------------------------------------------------------------

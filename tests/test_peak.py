@@ -120,3 +120,22 @@ def test_measure_peak_zero_when_unsupported(kind):
 def test_measure_peak_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
         peak.measure_peak("nope")
+
+
+def test_best_rate_grows_calls_and_keeps_the_best(monkeypatch):
+    # a fake clock: a call of n units takes n microseconds, the 2nd counted call is stretched
+    # fourfold (another process took the core); short calls are not counted
+    clock = [0.0]
+    calls = []
+
+    def run(n):
+        calls.append(n)
+        stretched = len([c for c in calls if c >= 5000]) == 2
+        clock[0] += n * 1e-6 * (4 if stretched else 1)
+        return float(n)
+
+    monkeypatch.setattr(peak.time, "perf_counter", lambda: clock[0])
+    rate = peak.best_rate(run, seconds=0.01, repeats=3)
+    assert rate == pytest.approx(1e6)                    # n units per n microseconds
+    assert calls[0] == 1 and calls[1] == 10_000          # 1 us -> sized to 10 ms at once
+    assert len(calls) == 4                               # 3 counted
