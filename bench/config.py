@@ -52,7 +52,12 @@ SPMM_CSR_OP = "spmm_csr"
 SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
           W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
 PEAK_GROUP = "peak"
-PEAK_KINDS = ("int8_vnni", "fp32_fma")
+# int8_vnni and fp32_fma: the "% of peak" of the int8 kernels and the fp32 baselines; then the
+# per-ISA ceilings (lowbit.kernels.peak.PEAKS) the roofline judges each kernel variant against
+PEAK_KINDS = ("int8_vnni", "fp32_fma", "int8_avx512_maddwd", "int8_avx512_maddubs",
+              "int8_avx2_maddwd", "int8_avx2_maddubs", "int8_sse2_maddwd", "fp32_avx512_fma",
+              "fp32_avx2_fma", "fp32_sse2_muladd", "bf16_avx512_bf16", "binary_avx512_vpopcntdq",
+              "binary_avx2_lut", "binary_popcnt")
 PEAK_WHEN = ("first", "last")  # peak loops run at both ends of the session
 # STREAM-like read of a buffer past the L3 by both cores (lowbit.kernels.peak.run_read), also
 # at both ends of the session: the ceiling of the DRAM-bound int4 GEMV targets.

@@ -62,6 +62,19 @@ int lb_gemm_binary_force_generic_popcount(int on);
 /* Register-resident peak loops, run on all pool threads; return ops done. */
 double lb_peak_int8_vnni(int64_t iters);
 double lb_peak_fp32_fma(int64_t iters);
+/* The per-ISA ceilings (csrc/peak.c lists the instructions of each); 0 when unsupported. */
+double lb_peak_int8_avx512_maddwd(int64_t iters);
+double lb_peak_int8_avx512_maddubs(int64_t iters);
+double lb_peak_int8_avx2_maddwd(int64_t iters);
+double lb_peak_int8_avx2_maddubs(int64_t iters);
+double lb_peak_int8_sse2_maddwd(int64_t iters);
+double lb_peak_fp32_avx512_fma(int64_t iters);
+double lb_peak_fp32_avx2_fma(int64_t iters);
+double lb_peak_fp32_sse2_muladd(int64_t iters);
+double lb_peak_bf16_avx512_bf16(int64_t iters);
+double lb_peak_binary_avx512_vpopcntdq(int64_t iters);
+double lb_peak_binary_avx2_lut(int64_t iters);
+double lb_peak_binary_popcnt(int64_t iters);
 
 /* Grouped 4-bit weights (lowbit.kernels.formats.INT4_PANELS / UINT4_PANELS): nibble n in
  * [0, 15], value v = n - z with z = 8 (int4) or the group's zero point (uint4); the weight is
