@@ -94,20 +94,27 @@ BINARY_POPCOUNT = {
     "numba": _NUMBA["binary"],
 }
 
-# op -> registry ISA -> the ceiling of the instructions that variant uses
+# op (or "op:precision" for an op whose variants differ per activation precision) -> registry
+# ISA -> the ceiling of the instructions that variant uses
 KERNEL_CEILINGS: Mapping[str, Mapping[str, Ceiling]] = {
     "gemm_int8": INT8_MADDWD,
     "gemm_binary": BINARY_POPCOUNT,
     "gemm_w4a16": {**FP32_FMA,
                    "avx512_vnni": _c("bf16", "avx512_bf16", "vdpbf16ps zmm (bf16 activations)")},
     "gemm_w4a8": INT8_MADDUBS,
+    # spmm_csr: int8 on vpdpbusd quads (VNNI) or vpmaddwd pairs; float32 on FMA
+    "spmm_csr:int8": INT8_MADDWD,
+    "spmm_csr:fp32": FP32_FMA,
 }
 
 
-def ceiling_of(op: str, isa: str | None, device) -> tuple[str | None, float | None, str]:
-    """(``precision.variant``, ops/s, why) of ``op``'s variant ``isa`` on ``device``; the
-    first two None (and why not) when the table or the device has no ceiling for it."""
-    entry = KERNEL_CEILINGS.get(op, {}).get(isa or "")
+def ceiling_of(op: str, isa: str | None, device,
+               precision: str | None = None) -> tuple[str | None, float | None, str]:
+    """(``precision.variant``, ops/s, why) of ``op``'s variant ``isa`` (at the benchmark row's
+    ``precision``) on ``device``; the first two None (and why not) when the table or the
+    device has no ceiling for it."""
+    table = KERNEL_CEILINGS.get(f"{op}:{precision}") or KERNEL_CEILINGS.get(op, {})
+    entry = table.get(isa or "")
     if entry is None:
         return None, None, f"no ceiling entry for {op}[{isa}] in KERNEL_CEILINGS"
     have = device.isa_peak.get(entry.precision, {})
@@ -123,7 +130,7 @@ def _kernel_ops() -> frozenset[str]:
     """Operations of lowbit's kernel registry (benchmark groups of anything else are not
     kernels: the simulator's)."""
     from lowbit.kernels import REGISTRY
-    return frozenset(REGISTRY.ops()) | frozenset(KERNEL_CEILINGS)
+    return frozenset(REGISTRY.ops()) | frozenset(k.split(":")[0] for k in KERNEL_CEILINGS)
 
 
 def kernel_bounds(data: dict, device) -> list[dict]:
@@ -151,7 +158,7 @@ def kernel_bounds(data: dict, device) -> list[dict]:
             for lv in device.memory[1:]:
                 if lv.capacity_bytes is not None and nbytes <= lv.capacity_bytes:
                     level = lv
-            ceiling, peak, why = ceiling_of(op, r.get("isa"), device)
+            ceiling, peak, why = ceiling_of(op, r.get("isa"), device, r.get("precision"))
             row = {"group": group["name"], "op": op, "m": group.get("m"), "n": group.get("n"),
                    "k": group.get("k"), "impl": r["impl"], "isa": r.get("isa"),
                    "precision": r["precision"], "ops": ops, "bytes": nbytes,

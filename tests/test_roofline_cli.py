@@ -180,20 +180,34 @@ def test_bench_json_new_op_is_one_table_entry(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _save_host()
-    # an operation the registry knows (as another helper's spmm_csr will be) without an entry
+    # an operation the registry knows without an entry
     monkeypatch.setattr(roofline_bench, "_kernel_ops",
-                        lambda: frozenset(roofline_bench.KERNEL_CEILINGS) | {"spmm_csr"})
+                        lambda: frozenset(roofline_bench.KERNEL_CEILINGS) | {"spmm_new"})
     path = tmp_path / "bench.json"
     path.write_text(json.dumps({"benchmarks": [
-        _bench("spmm_csr-64x4096x4096", 64, 4096, 4096, "lowbit[avx2]", "lowbit", "fp32",
+        _bench("spmm_new-64x4096x4096", 64, 4096, 4096, "lowbit[avx2]", "lowbit", "fp32",
                1e-3, 1e8, 4e6, isa="avx2")]}))
-    r = _rows(capsys, path)[("spmm_csr-64x4096x4096", "lowbit[avx2]")]
+    r = _rows(capsys, path)[("spmm_new-64x4096x4096", "lowbit[avx2]")]
     assert r["fraction"] is None
-    assert r["ceiling_why"] == "no ceiling entry for spmm_csr[avx2] in KERNEL_CEILINGS"
+    assert r["ceiling_why"] == "no ceiling entry for spmm_new[avx2] in KERNEL_CEILINGS"
     # one entry: its ISA variants use the FMA families; 1e8 / 0.125e12 = 0.8 ms of 1 ms
-    monkeypatch.setitem(roofline_bench.KERNEL_CEILINGS, "spmm_csr", roofline_bench.FP32_FMA)
-    r = _rows(capsys, path)[("spmm_csr-64x4096x4096", "lowbit[avx2]")]
+    monkeypatch.setitem(roofline_bench.KERNEL_CEILINGS, "spmm_new", roofline_bench.FP32_FMA)
+    r = _rows(capsys, path)[("spmm_new-64x4096x4096", "lowbit[avx2]")]
     assert r["ceiling"] == "fp32.avx2_fma" and r["fraction"] == pytest.approx(0.8)
+
+
+def test_bench_json_csr_ceiling_follows_the_row_precision(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _save_host()
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [
+        _bench("spmm_csr-10%", 128, 4096, 4096, "lowbit[avx2]", "lowbit", "int8",
+               1e-3, 1e8, 4e6, isa="avx2"),
+        _bench("spmm_csr-10%", 128, 4096, 4096, "lowbit_f32[avx2]", "lowbit", "fp32",
+               1e-3, 1e8, 4e6, isa="avx2")]}))
+    rows = _rows(capsys, path)
+    assert rows[("spmm_csr-10%", "lowbit[avx2]")]["ceiling"] == "int8.avx2_maddwd"
+    assert rows[("spmm_csr-10%", "lowbit_f32[avx2]")]["ceiling"] == "fp32.avx2_fma"
 
 
 def test_llm_that_does_not_fit_is_an_error(capsys):
