@@ -20,7 +20,10 @@ e.g. "1:4").
 ``finalize(model)`` turns every masked layer back into a plain nn.Linear / nn.Conv2d holding
 the masked weights (zeros included): the masks are gone, the sparsity stays in the values.
 
-    >>> lin = mask_layer(model, "fc", keep_mask, kind="unstructured")   # doctest: +SKIP
+    >>> model = nn.Sequential(nn.Linear(4, 2))
+    >>> layer = mask_layer(model, "0", torch.tensor([[1, 0, 1, 0], [0, 1, 1, 0]]).bool(), "2:4")
+    >>> layer.lowbit_storage()["sparsity_kind"], int((layer.masked_weight() == 0).sum())
+    ('2:4', 4)
 """
 from __future__ import annotations
 
@@ -86,8 +89,8 @@ class MaskedLayer:
         if self.bias is not None:
             nbytes += self.bias.numel() * self.bias.element_size()
         nbytes += self.weight_mask.numel() * _MASK_BYTES_PER_ENTRY
-        fmt = {torch.float32: "fp32", torch.float16: "fp16",
-               torch.bfloat16: "bf16"}.get(self.weight.dtype, "fp32")
+        fmt = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+            self.weight.dtype, str(self.weight.dtype).removeprefix("torch."))
         return {"format": fmt, "bytes": int(nbytes),
                 "weight_bits": float(self.weight.element_size() * 8),
                 "act_bits": int(self.weight.element_size() * 8), "sparsity": sparsity,

@@ -281,10 +281,11 @@ def iterative_prune(model: nn.Module, config, data: Iterable, *, schedule=AGPSch
         finetune: the fine-tuning run after each step.
         evaluate_fn: ``evaluate_fn(model) -> float`` recorded after each step.
 
-    Returns a ``PruneHistory``. Example:
-        >>> h = iterative_prune(model, LevelConfig(0.8), train_loader,             # doctest: +SKIP
-        ...                     schedule=AGPSchedule(4), evaluate_fn=lambda m: evaluate(m, test))
-        >>> print(h.table())                                                      # doctest: +SKIP
+    Returns a ``PruneHistory``. Example::
+
+        h = iterative_prune(model, LevelConfig(0.8), train_loader, schedule=AGPSchedule(4),
+                            evaluate_fn=lambda m: evaluate(m, test_loader))
+        print(h.table())
 
     Reference: Zhu & Gupta, To prune, or not to prune, arXiv:1710.01878 (AGP); Han et al.,
     NeurIPS 2015 (iterative pruning and retraining).

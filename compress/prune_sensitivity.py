@@ -7,10 +7,12 @@ each layer alone, measure, and give sensitive layers lower ratios. ``choose_spar
 picks, per layer, the largest tried sparsity whose metric drop stays within a budget; the
 result is a ``layer_sparsity`` mapping for ``LevelConfig`` / ``ChannelConfig``.
 
-    >>> table = pruning_sensitivity(model, lambda m: evaluate(m, test), LevelConfig(),  # doctest: +SKIP
-    ...                             sparsities=(0.5, 0.7, 0.9))
-    >>> ratios = choose_sparsity(table, max_drop=0.005)                               # doctest: +SKIP
-    >>> prune(model, LevelConfig(layer_sparsity=ratios))                              # doctest: +SKIP
+Example::
+
+    table = pruning_sensitivity(model, lambda m: evaluate(m, test_loader), LevelConfig(),
+                                sparsities=(0.5, 0.7, 0.9))
+    ratios = choose_sparsity(table, max_drop=0.005)      # at most 0.5 pt per layer
+    prune(model, LevelConfig(layer_sparsity=ratios))
 """
 from __future__ import annotations
 

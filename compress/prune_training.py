@@ -34,9 +34,10 @@ def fine_tune(model: nn.Module, data: Iterable, finetune: FineTune = FineTune(),
     Runs ``train`` under ``deterministic(finetune.seed)``; ``KeepMasks`` re-zeroes masked
     weights after every step (``keep_masks=False``: not, for pruners that revive weights).
 
-    Example:
-        >>> prune(model, LevelConfig(0.5))                       # doctest: +SKIP
-        >>> fine_tune(model, train_loader, FineTune(epochs=2))   # doctest: +SKIP
+    Example::
+
+        prune(model, LevelConfig(0.5))
+        fine_tune(model, train_loader, FineTune(epochs=2))
     """
     if not isinstance(finetune, FineTune):
         raise TypeError(f"finetune: must be a FineTune(epochs=..., lr=...), got {finetune!r}")
@@ -58,8 +59,10 @@ class SlimRegularizer(Callback):
     The paper uses penalty 1e-4 (VGG) and 1e-5 (ResNet, DenseNet) on CIFAR. Train with it,
     then ``prune(model, ChannelConfig(criterion="slim"))``.
 
-    Example:
-        >>> train(model, loader, epochs=5, lr=1e-3, callbacks=[SlimRegularizer(model)])  # doctest: +SKIP
+    Example::
+
+        train(model, loader, epochs=5, lr=1e-3, callbacks=[SlimRegularizer(model)])
+        prune(model, ChannelConfig(0.5, criterion="slim"), example_input=x)
     """
 
     def __init__(self, model: nn.Module, penalty: float = 1e-4) -> None:

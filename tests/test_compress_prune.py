@@ -17,21 +17,7 @@ from lowbit.compress import (AGPSchedule, ChannelConfig, FineTune, KeepMasks, Le
                              storage_of, to_workload, train)
 from lowbit.compress.nm import layer_nm_mask
 
-from conftest import name_pattern
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (on a loaded machine, two threads' parallel regions
-    cost more than these models' work)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from prune_helpers import one_thread, seeded  # noqa: F401 (one_thread: autouse fixture)
 
 
 class SmallCNN(nn.Module):
@@ -80,8 +66,8 @@ def images(n: int = 16, seed: int = 1) -> torch.Tensor:
     (lambda: LinearSchedule(steps=0), "steps"),
     (lambda: AGPSchedule(initial=1.0), "initial"),
 ], ids=lambda v: v if isinstance(v, str) else "")
-def test_config_errors_name_the_field(make, field):
-    with pytest.raises(ValueError, match=name_pattern(field)):
+def test_config_errors_name_the_field(make, field, raises_naming):
+    with raises_naming(ValueError, field):
         make()
 
 
@@ -90,8 +76,8 @@ def test_config_errors_name_the_field(make, field):
     (lambda: LevelConfig(layer_sparsity=[("fc", 0.5)]), "layer_sparsity"),
     (lambda: MovementConfig(finetune={"epochs": 1}), "finetune"),
 ])
-def test_config_type_errors_name_the_field(make, field):
-    with pytest.raises(TypeError, match=name_pattern(field)):
+def test_config_type_errors_name_the_field(make, field, raises_naming):
+    with raises_naming(TypeError, field):
         make()
 
 
@@ -118,10 +104,10 @@ def test_agp_is_zhu_gupta_cubic():
     assert all(x > y for x, y in zip(steps, steps[1:]))  # most weights go early
 
 
-def test_linear_and_oneshot_schedules():
+def test_linear_and_oneshot_schedules(raises_naming):
     assert LinearSchedule(4).targets(0.8) == pytest.approx((0.2, 0.4, 0.6, 0.8))
     assert OneShot().targets(0.5) == (0.5,)
-    with pytest.raises(ValueError, match=name_pattern("initial")):
+    with raises_naming(ValueError, "initial"):
         AGPSchedule(steps=2, initial=0.6).targets(0.5)
 
 
@@ -265,10 +251,10 @@ def test_level_pruning_again_only_grows_the_mask():
     assert int((~model.fc.weight_mask).sum()) == round(0.5 * first.numel())
 
 
-def test_level_taylor_needs_labelled_data_and_ranks_by_g_times_w():
+def test_level_taylor_needs_labelled_data_and_ranks_by_g_times_w(raises_naming):
     model = small_cnn()
     x, y = images(32), torch.arange(32) % 10
-    with pytest.raises(ValueError, match=name_pattern("data")):
+    with raises_naming(ValueError, "data"):
         prune(small_cnn(), LevelConfig(0.5, criterion="taylor"))
     with pytest.raises(ValueError, match="labels"):
         prune(small_cnn(), LevelConfig(0.5, criterion="taylor"), data=[x])
@@ -284,8 +270,8 @@ def test_level_taylor_needs_labelled_data_and_ranks_by_g_times_w():
     assert want[~mask].max() <= want[mask].min()
 
 
-def test_level_unknown_layer_sparsity_name():
-    with pytest.raises(ValueError, match=name_pattern("layer_sparsity")):
+def test_level_unknown_layer_sparsity_name(raises_naming):
+    with raises_naming(ValueError, "layer_sparsity"):
         prune(small_cnn(), LevelConfig(0.5, layer_sparsity={"conv9": 0.5}))
 
 
@@ -301,15 +287,15 @@ def test_nm_prunes_linear_and_conv_and_skips_k_not_multiple():
         assert (layer.weight[~layer.weight_mask] == 0).all()
 
 
-def test_nm_without_any_fitting_layer():
+def test_nm_without_any_fitting_layer(raises_naming):
     model = nn.Sequential(nn.Linear(6, 3))
-    with pytest.raises(ValueError, match=name_pattern("m")):
+    with raises_naming(ValueError, "m"):
         prune(model, NMConfig(2, 4))
 
 
 # ------------------------------------------------------------------------------- registry
-def test_prune_unknown_config_and_empty_selection():
-    with pytest.raises(TypeError, match=name_pattern("config")):
+def test_prune_unknown_config_and_empty_selection(raises_naming):
+    with raises_naming(TypeError, "config"):
         prune(small_cnn(), object())
     with pytest.raises(ValueError, match="no nn.Linear"):
         prune(small_cnn(), LevelConfig(), filter_fn=lambda m, n: False)
@@ -333,10 +319,10 @@ def test_register_prune_handler_for_a_new_config():
     assert seen == ["fc"] and (model.fc.weight[0] == 0).all()
 
 
-def test_masked_layer_rejects_bad_mask():
+def test_masked_layer_rejects_bad_mask(raises_naming):
     model = small_cnn()
     from lowbit.compress.masks import mask_layer
-    with pytest.raises(ValueError, match=name_pattern("mask")):
+    with raises_naming(ValueError, "mask"):
         mask_layer(model, "fc", torch.ones(3, 3, dtype=torch.bool), "unstructured")
     with pytest.raises(TypeError, match="nn.Linear"):
         mask_layer(nn.Sequential(nn.ReLU()), "0", torch.ones(1, dtype=torch.bool), "x")

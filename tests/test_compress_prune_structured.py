@@ -13,24 +13,10 @@ from torch import nn
 from lowbit.compress import (ChannelConfig, DigitsCNN, DigitsTransformer, channel_plan,
                              get_model, profile, prune, trace_channels)
 
-from conftest import name_pattern
+from prune_helpers import one_thread, seeded  # noqa: F401 (one_thread: autouse fixture)
 
 # The removed model runs convolutions with fewer channels: float sums in another order.
 REMOVE_ATOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (on a loaded machine, two threads' parallel regions
-    cost more than these models' work)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def seeded(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -270,15 +256,15 @@ def test_grouped_convolution_blocks_its_channels():
     assert any("groups=2" in n for n in plan.graph.notes)
 
 
-def test_untraceable_model_raises_clear_error():
+def test_untraceable_model_raises_clear_error(raises_naming):
     with pytest.raises(ValueError, match="torch.fx"):
         prune(DigitsTransformer(), ChannelConfig(0.5), example_input=torch.zeros(1, 1, 8, 8))
-    with pytest.raises(ValueError, match=name_pattern("example_input")):
+    with raises_naming(ValueError, "example_input"):
         prune(build(DigitsCNN), ChannelConfig(0.5), example_input=torch.zeros(1, 3, 8, 8))
 
 
-def test_structured_needs_an_input_and_filter_limits_producers():
-    with pytest.raises(ValueError, match=name_pattern("example_input")):
+def test_structured_needs_an_input_and_filter_limits_producers(raises_naming):
+    with raises_naming(ValueError, "example_input"):
         prune(build(DigitsCNN), ChannelConfig(0.5))
     model = build(DigitsCNN)
     plan = channel_plan(model, ChannelConfig(0.5), filter_fn=lambda m, n: n == "conv2",
@@ -286,15 +272,15 @@ def test_structured_needs_an_input_and_filter_limits_producers():
     assert plan.channels()["conv1"] == (32, 32) and plan.channels()["conv2"] == (32, 16)
 
 
-def test_layer_sparsity_and_coupled_conflict():
+def test_layer_sparsity_and_coupled_conflict(raises_naming):
     x = torch.zeros(1, 3, 8, 8)
     plan = channel_plan(build(ResNetish), ChannelConfig(0.5, layer_sparsity={"b1": 0.25}),
                         example_input=x)
     assert plan.channels()["b1"] == (32, 24) and plan.channels()["a1"] == (16, 8)
-    with pytest.raises(ValueError, match=name_pattern("layer_sparsity")):
+    with raises_naming(ValueError, "layer_sparsity"):
         channel_plan(build(ResNetish), ChannelConfig(layer_sparsity={"stem": 0.5, "a2": 0.25}),
                      example_input=x)
-    with pytest.raises(ValueError, match=name_pattern("layer_sparsity")):
+    with raises_naming(ValueError, "layer_sparsity"):
         channel_plan(build(ResNetish), ChannelConfig(layer_sparsity={"bn0": 0.5}),
                      example_input=x)
 
@@ -350,7 +336,7 @@ def test_slim_ranks_by_batchnorm_scale():
                      ChannelConfig(criterion="slim"), example_input=torch.zeros(1, 3))
 
 
-def test_apoz_and_mean_activation_use_calibration_data():
+def test_apoz_and_mean_activation_use_calibration_data(raises_naming):
     model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.ReLU(), nn.Conv2d(6, 2, 1))
     with torch.no_grad():
         model[0].bias.copy_(torch.tensor([0.0, -100.0, 0.0, 0.0, -100.0, 5.0]))
@@ -360,7 +346,7 @@ def test_apoz_and_mean_activation_use_calibration_data():
     assert _kept_rows(model, plan, "0") == [0, 2, 3, 5]  # 1 and 4 are always zero
     plan = channel_plan(model, ChannelConfig(5 / 6, criterion="mean_activation"), **sel)
     assert _kept_rows(model, plan, "0") == [5]  # the largest mean activation
-    with pytest.raises(ValueError, match=name_pattern("data")):
+    with raises_naming(ValueError, "data"):
         channel_plan(model, ChannelConfig(criterion="apoz"), example_input=data[0])
 
 
