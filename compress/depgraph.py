@@ -362,6 +362,8 @@ class ChannelGraph:
                 return _Feat(a.elems, len(out) - (a.ndim - a.cdim), len(out))
             return self._blocked_out(node, inputs, f"{what} of tensors with different channels")
         feat, other = (a, b) if isinstance(a, _Feat) else (b, a)
+        if not isinstance(feat, _Feat):
+            return self._blocked_out(node, inputs, what)
         is_number = isinstance(other, (int, float)) and not isinstance(other, bool)
         divisor = node.target in (operator.truediv, operator.itruediv, torch.div, "div",
                                   "div_") and feat is b

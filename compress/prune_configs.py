@@ -247,6 +247,7 @@ class MovementConfig:
     estimator gives scores to pruned weights too, so they can come back), and the masks keep
     the top (1 - s_t) scores, s_t following the cubic AGP curve from 0 at ``start`` to
     ``sparsity`` at ``end`` (fractions of the training steps). Needs ``data=`` (labels).
+    Movement owns the masks of its layers: masks set earlier may be revived.
 
     Args:
         sparsity: final fraction of weights removed, in [0, 1).
