@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.compress import (AGPSchedule, ChannelConfig, FineTune, KeepMasks, LevelConfig,
-                             LinearSchedule, LotteryTicketConfig, MaskedConv2d, MaskedLinear,
-                             MovementConfig, NMConfig, OneShot, agp_sparsity, finalize, is_nm,
-                             masked_layers, nm_mask, profile, prune, register_prune_handler,
-                             storage_of, to_workload, train)
+from lowbit.compress import (AGPSchedule, ChannelConfig, FineTune, Int8DynamicConfig,
+                             KeepMasks, LevelConfig, LinearSchedule, LotteryTicketConfig,
+                             MaskedConv2d, MaskedLinear, MovementConfig, NMConfig, OneShot,
+                             agp_sparsity, finalize, is_nm, masked_layers, nm_mask, profile,
+                             prune, quantize, register_prune_handler, storage_of, to_workload,
+                             train)
 from lowbit.compress.nm import layer_nm_mask
 
 from prune_helpers import one_thread, seeded  # noqa: F401 (one_thread: autouse fixture)
@@ -339,3 +340,14 @@ def test_masking_draws_no_random_numbers():
         warnings.simplefilter("error")
         finalize(model)
     assert math.isclose(float((model.conv2.weight == 0).float().mean()), 0.5, abs_tol=1e-3)
+
+
+def test_pruned_model_quantizes_with_its_zeros():
+    """prune -> quantize composes: the integer weights keep the pruned zeros."""
+    model = small_cnn()
+    prune(model, LevelConfig(0.5))
+    masks = {n: m.weight_mask.clone() for n, m in masked_layers(model)}
+    quantize(model, Int8DynamicConfig())
+    for name, mask in masks.items():
+        q = model.get_submodule(name).weight_q
+        assert (q.reshape(mask.shape)[~mask] == 0).all(), name
