@@ -1,7 +1,8 @@
 """lowbit.compress: quantization of torch models (PTQ static / dynamic, weight-only, QAT, mixed
 precision) into integer-simulated layers that match lowbit's kernels; the digits data, built-in
-models and training loops; metrics (``profile``) and the simulator export (``to_workload``).
-Pruning and distillation are not built yet (issue 8).
+models and training loops; metrics (``profile``) and the simulator export (``to_workload``);
+pruning (``prune``: unstructured, N:M, structured channels through a dependency graph,
+movement, lottery ticket; schedules, sensitivity).
 
     >>> import torch
     >>> from torch import nn
@@ -28,6 +29,19 @@ from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
 from .qmodules import ActQuant, IntegerTrace, QuantConv2d, QuantLinear
 
+# Pruning.
+from .channel_plan import ChannelGroup, ChannelPlan
+from .depgraph import ChannelGraph, trace_channels
+from .masks import KeepMasks, MaskedConv2d, MaskedLayer, MaskedLinear, finalize, masked_layers
+from .nm import is_nm, nm_mask
+from .prune_api import (PruneHistory, PruneStep, channel_plan, default_prune_filter,
+                        iterative_prune, prune, register_prune_handler)
+from .prune_configs import (ChannelConfig, FineTune, LevelConfig, LotteryTicketConfig,
+                            MovementConfig, NMConfig)
+from .prune_sensitivity import PruneSensitivity, choose_sparsity, pruning_sensitivity
+from .prune_training import SlimRegularizer, fine_tune
+from .schedules import AGPSchedule, LinearSchedule, OneShot, agp_sparsity
+
 # Data, built-in models, training loops, metrics and workload export.
 from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,
                    load_digits_split)
@@ -53,4 +67,11 @@ __all__ = [
     "TrainState", "calibration_loader", "calibration_subset", "deterministic", "digits_loaders",
     "evaluate", "get_model", "load_digits_split", "load_pretrained", "model_names", "predict",
     "profile", "storage_of", "to_workload", "train",
+    "AGPSchedule", "ChannelConfig", "ChannelGraph", "ChannelGroup", "ChannelPlan", "FineTune",
+    "KeepMasks", "LevelConfig", "LinearSchedule", "LotteryTicketConfig", "MaskedConv2d",
+    "MaskedLayer", "MaskedLinear", "MovementConfig", "NMConfig", "OneShot", "PruneHistory",
+    "PruneSensitivity", "PruneStep", "SlimRegularizer", "agp_sparsity", "channel_plan",
+    "choose_sparsity", "default_prune_filter", "finalize", "fine_tune", "is_nm",
+    "iterative_prune", "masked_layers", "nm_mask", "prune", "pruning_sensitivity",
+    "register_prune_handler", "trace_channels",
 ]
