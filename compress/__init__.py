@@ -1,7 +1,8 @@
 """lowbit.compress: quantization of torch models (PTQ static / dynamic, weight-only, QAT, mixed
 precision) into integer-simulated layers that match lowbit's kernels; the digits data, built-in
 models and training loops; metrics (``profile``) and the simulator export (``to_workload``).
-Pruning and distillation are not built yet (issue 8).
+Compression II (issue 8): knowledge distillation (``distill``), low-rank factorization
+(``factorize``), XNOR-Net binarization (``BinaryConfig``) and LoRA recovery (``apply_lora``).
 
     >>> import torch
     >>> from torch import nn
@@ -28,6 +29,15 @@ from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
 from .qmodules import ActQuant, IntegerTrace, QuantConv2d, QuantLinear
 
+# Compression II: distillation, low-rank, binarization, LoRA.
+from .binary import (BinaryConfig, BinaryConv2d, BinaryLinear, BinaryTrace, sign_ste,
+                     use_binary_kernels)
+from .distill import (DistillConfig, DistillResult, distill, fitnets_loss, hinton_loss,
+                      rkd_angle_loss, rkd_distance_loss)
+from .lora import (LoRAConfig, LoRALinear, LoRAShare, apply_lora, lora_parameters, merge_lora,
+                   trainable_share)
+from .lowrank import LowRankConfig, LowRankConv2d, LowRankLinear, factorize, low_rank_layers
+
 # Data, built-in models, training loops, metrics and workload export.
 from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,
                    load_digits_split)
@@ -53,4 +63,9 @@ __all__ = [
     "TrainState", "calibration_loader", "calibration_subset", "deterministic", "digits_loaders",
     "evaluate", "get_model", "load_digits_split", "load_pretrained", "model_names", "predict",
     "profile", "storage_of", "to_workload", "train",
+    "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryTrace", "DistillConfig",
+    "DistillResult", "LoRAConfig", "LoRALinear", "LoRAShare", "LowRankConfig", "LowRankConv2d",
+    "LowRankLinear", "apply_lora", "distill", "factorize", "fitnets_loss", "hinton_loss",
+    "lora_parameters", "low_rank_layers", "merge_lora", "rkd_angle_loss", "rkd_distance_loss",
+    "sign_ste", "trainable_share", "use_binary_kernels",
 ]
