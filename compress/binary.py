@@ -171,7 +171,8 @@ class _BinaryLayer(nn.Module):
         return self.weight[0].numel()
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if self.training and not self._warned and x.numel() and bool(x.min() >= 0):
+        if (self.training and torch.is_grad_enabled() and not self._warned and x.numel()
+                and bool(x.min() >= 0)):
             self._warned = True
             warnings.warn(f"{type(self).__name__}: a training batch has no negative input, so "
                           f"every input sign is +1; put BatchNorm, not ReLU, before binary "
