@@ -503,6 +503,8 @@ def distill(teacher: nn.Module | None, student: nn.Module, data: Iterable,
     offline_teacher = teacher if cfg.scheme == "offline" else None
     loss = _DistillLoss(cfg, offline_teacher, student)
     teacher_mode = None if offline_teacher is None else offline_teacher.training
+    peer = teacher if cfg.scheme == "online" else None
+    modes = [(m, m.training) for m in (student, peer) if m is not None]
     try:
         if cfg.scheme == "self":  # the teacher will be a copy of the student
             adapters = _build_adapters(cfg, student, student, x0)
@@ -511,7 +513,7 @@ def distill(teacher: nn.Module | None, student: nn.Module, data: Iterable,
             offline_teacher.eval()
         else:
             adapters = nn.ModuleList()
-        box = _Trainee(student, teacher if cfg.scheme == "online" else None, adapters)
+        box = _Trainee(student, peer, adapters)
         snapshots = _Snapshots(loss, cfg.snapshot_every) if cfg.scheme == "self" else None
         result = train(box, data, epochs=epochs, lr=lr, optimizer=optimizer,
                        weight_decay=weight_decay, schedule=schedule, loss_fn=loss,
@@ -521,4 +523,6 @@ def distill(teacher: nn.Module | None, student: nn.Module, data: Iterable,
         loss.remove()
         if offline_teacher is not None:
             offline_teacher.train(teacher_mode)
+        for m, flag in modes:  # train() restores the wrapper's mode, not theirs
+            m.train(flag)
     return DistillResult(result, adapters, 0 if snapshots is None else snapshots.taken)

@@ -207,10 +207,12 @@ def test_online_trains_both_peers():
     with deterministic(0):
         a, b = DigitsMLP(hidden=(16, 16)), DigitsMLP(hidden=(32, 16))
     a0, b0 = copy.deepcopy(a), copy.deepcopy(b)
+    a.eval()                                     # modes are restored afterwards
     with deterministic(0):
         res = distill(b, a, _small_loader(), DistillConfig(scheme="online"), epochs=1, lr=1e-2)
     for new, old in ((a, a0), (b, b0)):
         assert not torch.equal(new.fc1.weight, old.fc1.weight)
+    assert not a.training and b.training
     assert res.train.steps == 3
 
 
