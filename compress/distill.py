@@ -418,13 +418,26 @@ class _DistillLoss:
 
 
 def _first_input(data: Iterable) -> torch.Tensor:
-    for batch in data:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"data: batches must be (inputs, targets) with tensor inputs, got "
-                            f"{type(x).__name__}")
-        return x
-    raise ValueError("data: yielded no batch")
+    """The inputs of ``data``'s first batch, leaving every random stream as it was (the
+    global one and a DataLoader's own generator), so training sees the order it would
+    without this peek."""
+    gens = {id(g): g for g in (getattr(data, "generator", None),
+                               getattr(getattr(data, "sampler", None), "generator", None))
+            if isinstance(g, torch.Generator)}
+    states = [(g, g.get_state()) for g in gens.values()]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            batch = next(iter(data), None)
+        finally:
+            for g, state in states:
+                g.set_state(state)
+    if batch is None:
+        raise ValueError("data: yielded no batch")
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"data: batches must be (inputs, targets) with tensor inputs, got "
+                        f"{type(x).__name__}")
+    return x
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ XNOR-Net gradients, ``binary_trace`` against ``gemm_binary`` bit for bit on ever
 (Linear rows, Conv2d im2col rows), the handler, storage, and a binarized digits CNN."""
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np

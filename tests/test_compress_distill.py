@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lowbit.compress import (DistillConfig, deterministic, digits_loaders, distill, evaluate,
                              fitnets_loss, get_model, hinton_loss, rkd_angle_loss,
@@ -169,16 +170,25 @@ def _small_loader(n=96, batch=32):
     return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]
 
 
-def test_hard_weight_one_is_plain_training(teacher):
-    """lam = 1: the soft term has weight 0, so distillation is exactly ``train``."""
-    data = _small_loader()
+def _shuffled_loader(seed=0):
+    x, y = next(iter(digits_loaders(batch_size=96, seed=0)[0]))
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("hints", [(), (("relu2", "relu2"),)], ids=["logits", "hints"])
+def test_hard_weight_one_is_plain_training(teacher, hints):
+    """lam = 1 (and hint weight 0): the soft terms have weight 0, so distillation is exactly
+    ``train``, batch order included (sizing the adapters peeks at the data without
+    advancing the loader's generator)."""
     with deterministic(0):
-        a = DigitsMLP(hidden=(16, 16))
+        a = DigitsCNN(channels=(4, 4, 8))
     b = copy.deepcopy(a)
+    cfg = DistillConfig(hard_weight=1.0, hints=hints, hint_weight=0.0)
     with deterministic(0):
-        distill(teacher, a, data, DistillConfig(hard_weight=1.0), epochs=2, lr=1e-2)
+        distill(teacher, a, _shuffled_loader(), cfg, epochs=2, lr=1e-2)
     with deterministic(0):
-        train(b, data, epochs=2, lr=1e-2)
+        train(b, _shuffled_loader(), epochs=2, lr=1e-2)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
 
@@ -280,9 +290,11 @@ def test_bad_calls(teacher, raises_naming):
 # --------------------------------------------------------------------------- on digits
 # A small MLP student (64-32-16-10, 2.9 k params) against the trained digits CNN teacher
 # (99.6 %): same initialization, data order and epochs, with and without the teacher.
+# Measured gains (test images of 450) at seeds 0..3: +5, +4, +4, +2.
 STUDENT_HIDDEN = (32, 16)
-STUDENT_RECIPE = {"epochs": 30, "lr": 1e-2, "optimizer": "adamw", "weight_decay": 0.01}
-STUDENT_BATCH = 128
+STUDENT_RECIPE = {"epochs": 20, "lr": 1e-2, "optimizer": "adamw", "weight_decay": 0.01}
+STUDENT_BATCH = 64
+STUDENT_KD = DistillConfig(temperature=8.0, hard_weight=0.5)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -296,8 +308,6 @@ def test_distilled_student_beats_scratch_baseline(teacher, seed):
             if mode == "scratch":
                 train(student, loader, **STUDENT_RECIPE)
             else:
-                distill(teacher, student, loader, DistillConfig(temperature=4.0,
-                                                                hard_weight=0.5),
-                        **STUDENT_RECIPE)
+                distill(teacher, student, loader, STUDENT_KD, **STUDENT_RECIPE)
         accs[mode] = evaluate(student, test_loader)
     assert accs["distilled"] > accs["scratch"], accs

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
