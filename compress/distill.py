@@ -291,15 +291,11 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 class _Taps:
     """Forward hooks keeping the last output of named modules of one model."""
 
-    def __init__(self, model: nn.Module, names: Iterable[str], role: str) -> None:
-        modules = dict(model.named_modules())
-        names = list(dict.fromkeys(names))
-        for name in names:  # all checked before any hook is registered
-            if name not in modules or not name:
-                known = ", ".join(n for n in modules if n)
-                raise ValueError(f"hints: {role} has no layer {name!r}; its layers: {known}")
+    def __init__(self, model: nn.Module, names: Iterable[str]) -> None:
+        modules = dict(model.named_modules())  # names checked by _check_layers
         self.out: dict[str, torch.Tensor] = {}
-        self.handles = [modules[n].register_forward_hook(self._keeper(n)) for n in names]
+        self.handles = [modules[n].register_forward_hook(self._keeper(n))
+                        for n in dict.fromkeys(names)]
 
     def _keeper(self, name: str):
         def keep(module, args, output):
@@ -359,15 +355,11 @@ class _DistillLoss:
         if config.relation_layers is not None:
             self.student_names.append(config.relation_layers[0])
             self.teacher_names.append(config.relation_layers[1])
-        self.s_taps = _Taps(student, self.student_names, "the student")
+        self.s_taps = _Taps(student, self.student_names)
         self.teacher = None
         self.t_taps = None
         if teacher is not None:
-            try:
-                self.set_teacher(teacher)
-            except Exception:
-                self.s_taps.remove()
-                raise
+            self.set_teacher(teacher)
 
     def snapshot(self, student: nn.Module) -> None:
         """Make a frozen copy of ``student`` the teacher (copied without the feature hooks,
@@ -376,14 +368,14 @@ class _DistillLoss:
         try:
             snap = _frozen_copy(student)
         finally:
-            self.s_taps = _Taps(student, self.student_names, "the student")
+            self.s_taps = _Taps(student, self.student_names)
         self.set_teacher(snap)
 
     def set_teacher(self, teacher: nn.Module) -> None:
         if self.t_taps is not None:
             self.t_taps.remove()
         self.teacher = teacher
-        self.t_taps = _Taps(teacher, self.teacher_names, "the teacher")
+        self.t_taps = _Taps(teacher, self.teacher_names)
 
     def remove(self) -> None:
         self.s_taps.remove()
@@ -417,6 +409,22 @@ class _DistillLoss:
         return loss
 
 
+def _check_layers(cfg: DistillConfig, student: nn.Module, teacher: nn.Module | None) -> None:
+    """Every layer the config names exists (teacher None: "self", the student's own names)."""
+    teacher = student if teacher is None else teacher
+    pairs = [("hints", p) for p in cfg.hints]
+    if cfg.relation_layers is not None:
+        pairs.append(("relation_layers", cfg.relation_layers))
+    for field, names in pairs:
+        for role, model, name in (("student", student, names[0]),
+                                  ("teacher", teacher, names[1])):
+            modules = dict(model.named_modules())
+            if not name or name not in modules:
+                known = ", ".join(n for n in modules if n)
+                raise ValueError(f"{field}: the {role} has no layer {name!r}; its layers: "
+                                 f"{known}")
+
+
 def _first_input(data: Iterable) -> torch.Tensor:
     """The inputs of ``data``'s first batch, leaving every random stream as it was (the
     global one and a DataLoader's own generator), so training sees the order it would
@@ -446,8 +454,8 @@ def _build_adapters(cfg: DistillConfig, student: nn.Module, teacher: nn.Module,
     """One adapter per hint, sized from one forward pass of both models in eval mode."""
     if not cfg.hints:
         return nn.ModuleList()
-    s_taps = _Taps(student, [s for s, _ in cfg.hints], "the student")
-    t_taps = _Taps(teacher, [t for _, t in cfg.hints], "the teacher")
+    s_taps = _Taps(student, [s for s, _ in cfg.hints])
+    t_taps = _Taps(teacher, [t for _, t in cfg.hints])
     modes = {m: m.training for m in (*student.modules(), *teacher.modules())}
     try:
         student.eval()
@@ -512,6 +520,7 @@ def distill(teacher: nn.Module | None, student: nn.Module, data: Iterable,
         if teacher is student:
             raise ValueError("teacher: is the student itself; pass a distinct model (or use "
                              "scheme='self')")
+    _check_layers(cfg, student, None if cfg.scheme == "self" else teacher)
     x0 = _first_input(data)
     offline_teacher = teacher if cfg.scheme == "offline" else None
     loss = _DistillLoss(cfg, offline_teacher, student)

@@ -284,6 +284,9 @@ def test_bad_calls(teacher, raises_naming):
     with raises_naming(ValueError, "hints"):  # the teacher has no fc2
         distill(teacher, student, data, DistillConfig(hints=[("fc2", "fc2")]), epochs=1,
                 lr=1e-3)
+    with raises_naming(ValueError, "relation_layers"):
+        distill(teacher, student, data, DistillConfig(relation_layers=("fc2", "fc9"),
+                                                      rkd_angle_weight=1.0), epochs=1, lr=1e-3)
     assert _no_hooks(teacher) and _no_hooks(student)
 
 
