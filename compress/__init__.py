@@ -2,7 +2,9 @@
 precision) into integer-simulated layers that match lowbit's kernels; the digits data, built-in
 models and training loops; metrics (``profile``) and the simulator export (``to_workload``);
 pruning (``prune``: unstructured, N:M, structured channels through a dependency graph,
-movement, lottery ticket; schedules, sensitivity).
+movement, lottery ticket; schedules, sensitivity); knowledge distillation (``distill``),
+low-rank factorization (``factorize``), XNOR-Net binarization (``BinaryConfig``) and LoRA
+recovery (``apply_lora``).
 
     >>> import torch
     >>> from torch import nn
@@ -42,6 +44,15 @@ from .prune_sensitivity import PruneSensitivity, choose_sparsity, pruning_sensit
 from .prune_training import SlimRegularizer, fine_tune
 from .schedules import AGPSchedule, LinearSchedule, OneShot, agp_sparsity
 
+# Compression II: distillation, low-rank, binarization, LoRA.
+from .binary import (BinaryConfig, BinaryConv2d, BinaryLinear, BinaryTrace, sign_ste,
+                     use_binary_kernels)
+from .distill import (DistillConfig, DistillResult, distill, fitnets_loss, hinton_loss,
+                      rkd_angle_loss, rkd_distance_loss)
+from .lora import (LoRAConfig, LoRALinear, LoRAShare, apply_lora, lora_parameters, merge_lora,
+                   trainable_share)
+from .lowrank import LowRankConfig, LowRankConv2d, LowRankLinear, factorize, low_rank_layers
+
 # Data, built-in models, training loops, metrics and workload export.
 from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,
                    load_digits_split)
@@ -74,4 +85,9 @@ __all__ = [
     "choose_sparsity", "default_prune_filter", "finalize", "fine_tune", "is_nm",
     "iterative_prune", "masked_layers", "nm_mask", "prune", "pruning_sensitivity",
     "register_prune_handler", "trace_channels",
+    "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryTrace", "DistillConfig",
+    "DistillResult", "LoRAConfig", "LoRALinear", "LoRAShare", "LowRankConfig", "LowRankConv2d",
+    "LowRankLinear", "apply_lora", "distill", "factorize", "fitnets_loss", "hinton_loss",
+    "lora_parameters", "low_rank_layers", "merge_lora", "rkd_angle_loss", "rkd_distance_loss",
+    "sign_ste", "trainable_share", "use_binary_kernels",
 ]
