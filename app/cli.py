@@ -58,17 +58,9 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from lowbit import report
-    from lowbit.benchrun import run_benchmarks
+    from lowbit.run_cli import run_with_progress
 
-    out = report.prepare_out_dir(args.out)
-    print(f"lowbit run: benchmarking (quick suite, a few minutes); pytest output in "
-          f"{out / report.BENCH_LOG}", file=sys.stderr, flush=True)
-    data = run_benchmarks(out / report.BENCH_JSON, out / report.BENCH_LOG, quick=True)
-    result = report.write_report(out, data)
-    print(report.render(result), end="")
-    print(f"\nreport: {out / report.REPORT_MD} (machine-readable: {out / report.REPORT_JSON})")
-    return 0
+    return run_with_progress(args.out, quick=args.quick)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,11 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "'avx512_vnni or torch' (the peak group always runs)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("run", help="the main job on built-in defaults: benchmark and report",
-                       description="Run the quick benchmark suite and write a report folder: "
-                                   "report.md, report.json, benchmark.json, bench.log.")
+    p = sub.add_parser("run", help="the main job on built-in defaults: compress, benchmark, "
+                                   "simulate, roofline, report",
+                       description="Train (or load) the digits CNN, compress it five ways and "
+                                   "measure each, run the quick kernel benchmark, simulate the "
+                                   "zoo and the compressed models on the NPU profiles, run the "
+                                   "roofline (Llama-2-7B decode included) and write a report "
+                                   "folder: index.html (self-contained), report.md, PNG plots, "
+                                   "CSV and JSON. Exit status 1 if any step failed.")
     p.add_argument("--out", metavar="DIR", default="lowbit-report",
                    help="report folder (created if missing; default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer fine-tune epochs and timing repeats, a benchmark subset "
+                        "(about a minute)")
     p.set_defaults(func=_cmd_run)
 
     simulate_cmd.add_parser(sub)
