@@ -16,6 +16,7 @@ progress goes through the ``progress(step, done, total)`` callback, nothing is p
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -97,16 +98,34 @@ def _no_progress(step: str, done: int, total: int) -> None:
 # --------------------------------------------------------------------------------------------
 # measurement helpers
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def single_thread():
+    """torch and lowbit's kernels on one thread each, restored after: on a shared 2-core
+    machine two threads per library mostly measure the other processes' load."""
+    import torch
+
+    from lowbit import kernels
+
+    before = torch.get_num_threads(), kernels.num_threads()
+    torch.set_num_threads(1)
+    kernels.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        kernels.set_num_threads(before[1])
+
+
 def median_latency(model, x, repeats: int) -> float:
     """Median wall time (seconds) of ``repeats`` forward passes of ``model`` on ``x`` (eval,
-    no grad), after one warm-up pass."""
+    no grad, one thread), after one warm-up pass."""
     import torch
 
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats!r}")
     model.eval()
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         model(x)
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -252,7 +271,8 @@ def step_compress(ctx: RunContext) -> StepResult:
         ("model", "runs on", "test accuracy", f"latency ms (batch {LATENCY_BATCH})",
          "speedup vs fp32", "weight compression"), rows,
         note=(f"Median of {ctx.budget.latency_repeats} forward passes of {LATENCY_BATCH} test "
-              f"images after a warm-up; accuracy on the 360-image digits test split. KD: "
+              f"images after a warm-up, one thread (torch and lowbit); accuracy on the "
+              f"{len(test.dataset)}-image digits test split. KD: "
               f"offline distillation from the fp32 model (T=4, lambda=0.5), "
               f"{ctx.budget.kd_epochs} epochs after pruning, {ctx.budget.binary_epochs} for "
               f"binary. Shared machine: latencies are indicative.")))
