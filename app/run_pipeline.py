@@ -50,13 +50,16 @@ class Budget:
     profiles: tuple[str, ...]
 
 
-# The benchmark groups the speed targets read (the whole quick suite takes over 10 minutes
-# on 2 busy cores); the peak group always runs.
+# The benchmark groups the speed targets read but gemm_int8-512x4096x11008 (the whole quick
+# suite takes over 10 minutes on 2 busy cores; that group alone about a minute, and its target
+# shows "not measured"); the peak group always runs. -k takes no "%": spmm_csr-10 is 10%.
+FULL_BENCH_OMITS = ("gemm_int8-512x4096x11008",)
 FULL_BENCH = ("gemm_int8-1x4096x4096 or gemm_int8-16x4096x4096 or gemm_int8-128x4096x4096 or "
-              "gemm_int8-1024x1024x1024 or gemm_binary-1024x1024x4096 or "
+              "gemm_int8-1024x1024x1024 or gemm_int8-3136x64x576 or "
+              "gemm_binary-1024x1024x4096 or "
               "gemm_w4a16-1x4096x4096 or gemm_w4a16-8x4096x4096 or gemm_w4a16-1x16384x8192 or "
               "gemm_w4a8-1x4096x4096 or gemm_w4a8-8x4096x4096 or gemm_w4a8-1x16384x8192 or "
-              "spmm_csr-10% or bandwidth")
+              "spmm_csr-10 or bandwidth")
 QUICK_BENCH = "gemm_int8-1024x1024x1024 or gemm_w4a16-1x4096x4096 or bandwidth"
 FULL = Budget(kd_epochs=4, binary_epochs=8, latency_repeats=30, bench_keyword=FULL_BENCH,
               zoo=ZOO_NETS, profiles=NPU_PROFILES)
@@ -314,7 +317,8 @@ def step_bench(ctx: RunContext) -> StepResult:
                             note=targets.TARGET_NOTE))
     res.notes.append(f"pytest-benchmark JSON: {report.BENCH_JSON}; pytest output: "
                      f"{report.BENCH_LOG}; selection: "
-                     f"{ctx.budget.bench_keyword or 'the whole quick suite'}.")
+                     f"{ctx.budget.bench_keyword or 'the whole quick suite'}; a target whose "
+                     f"group is not selected shows 'not measured'.")
     return res
 
 

@@ -174,3 +174,25 @@ def test_html_is_self_contained(tmp_path):
     assert refs and all(r.startswith(("data:", "#")) for r in refs)
     assert "data:image/png;base64," in page
     assert not re.search(r"<link|<script|url\(|@import", page)
+
+
+@pytest.mark.parametrize("budget", [rp.FULL, rp.QUICK], ids=["full", "quick"])
+def test_bench_keyword_is_valid_and_full_covers_every_target(budget):
+    import subprocess
+
+    from lowbit import targets
+    from lowbit.benchrun import bench_env, pytest_command
+
+    cmd = pytest_command(None, quick=True, keyword=budget.bench_keyword,
+                         extra=("--collect-only",))
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env=bench_env())
+    assert done.returncode == 0, done.stdout[-2000:]
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    groups = {i.split("[", 1)[1].rsplit("-p", 1)[0] for i in ids if "-p" in i}
+    if budget is rp.FULL:
+        wanted = {t.group for t in targets.default_targets()} - set(rp.FULL_BENCH_OMITS)
+        assert wanted <= groups and not set(rp.FULL_BENCH_OMITS) & groups
+    else:
+        assert "gemm_int8-1024x1024x1024" in groups and len(groups) < 4
+    assert any("bench_peak.py" in i for i in ids) and any("bandwidth" in i for i in ids)
