@@ -137,6 +137,38 @@ static inline float lb_f16_to_f32(uint16_t h) {
     return f;
 }
 
+/* 2:4 sparse GEMM (gemm_sparse24.c): a portable frame calls per-ISA microkernels through
+ * these pointers, one call per (row tile of R <= LB_S24_MR rows, 64-column panel), over all
+ * K blocks. Weights: lowbit_api.h lb_s24_weights, layout in gemm_sparse24.c. The frame packs
+ * the activations of a tile per K block of 32, rows interleaved, zero-padded past K:
+ *   a[(b R + r) 32 + x] = A'[r][32 b + x]       int8 bytes (int8 GEMM) or float32
+ * where for int8 A' = A XOR flip, the flip chosen per variant so that A' read as the
+ * variant's operand type (LB_S24_S8_UNSIGNED[isa]: uint8 for vpdpbusd, else int8) is A plus a
+ * constant the frame corrects for with the column sums. Contract, for r < R, j < 64:
+ *   c[64 r + j] = sum over blocks b, kept values u of A'[r][K(b, u, j)] * v[b][u][j]
+ * (int32 wrapping, or float32 in any order), K(b, u, j) = 32 b + 4 g + index, g the group
+ * of u. The microkernel writes rows r < R of c only; N edges are the frame's. */
+#define LB_S24_NR 64
+#define LB_S24_KB 32
+#define LB_S24_MR 8
+typedef struct {
+    int32_t rows;
+    int64_t blocks;
+    const void *a;          /* packed activations of the tile */
+    const void *w;          /* the panel's values: 1024 (int8) or 4096 (float32) bytes a block */
+    const uint32_t *meta;   /* the panel's index words: 64 a block */
+    void *c;                /* [rows][64] int32 or float32 */
+} lb_s24_tile;
+typedef void (*lb_s24_ukernel)(const lb_s24_tile *t);
+
+void lb_s24_s8_ukernel_portable(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx2(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx512(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx512_vnni(const lb_s24_tile *t);
+void lb_s24_f32_ukernel_portable(const lb_s24_tile *t);
+void lb_s24_f32_ukernel_avx2(const lb_s24_tile *t);
+void lb_s24_f32_ukernel_avx512(const lb_s24_tile *t);
+
 void *lb_aligned_alloc(size_t bytes);
 void lb_aligned_free(void *p);
 
