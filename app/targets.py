@@ -12,6 +12,9 @@ gemm_w4a16 and gemm_w4a8 (int4 weights, group 32, float16 scales), each:
     best lowbit >= 80% of the measured DRAM read bandwidth (dram_read)      at 1x16384x8192
         (weights larger than the L3: the effective bytes/s of the call, its cost model's
         bytes, which are the int4 weights and scales plus 0.1% of activations and output)
+gemm_sparse24 (int8 x 2:4 sparse int8 weights; a ratio of times, so the same work):
+    best lowbit >= 1.6x lowbit_int8_dense (gemm_int8 on the same 2:4 matrix)  at 1x4096x4096
+    best lowbit >= 1.3x lowbit_int8_dense                                   at 128x4096x4096
 
 Every ratio is taken within one interleaved pass of the benchmark (lowbit.bench times all
 implementations of a group back to back in each pass): the fastest lowbit ISA variant of that
@@ -25,13 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES, W4A8_OP,
-                                 W4A16_OP, gemm_group)
+from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES, SPARSE24_OP,
+                                 W4A8_OP, W4A16_OP, gemm_group)
 
 from . import benchtable
 
 INT8_BASELINES = ("torch_int_mm", "torch_qlinear_dynamic")
 W4_BASELINES = ("torch_int4_woq",)
+SPARSE24_BASELINES = ("lowbit_int8_dense",)
 MET, MISSED, NOT_MEASURED = "met", "missed", "not measured"
 
 
@@ -67,6 +71,9 @@ def default_targets() -> list[Target]:
                                 W4_BASELINES, op=op))
         found.append(Target(f"best lowbit {short} / DRAM read bandwidth", (1, 16384, 8192),
                             0.8, op=op, ceiling=BANDWIDTH_KIND))
+    for shape, goal in (((1, 4096, 4096), 1.6), ((128, 4096, 4096), 1.3)):
+        found.append(Target("best lowbit sparse24 vs own dense int8", shape, goal,
+                            SPARSE24_BASELINES, op=SPARSE24_OP))
     return found
 
 

@@ -38,12 +38,22 @@ W4_SHAPES = (
 )
 W4_GROUP_SIZE = 32
 
+# 2:4 sparse weights (gemm_sparse24): int8 weights magnitude-pruned to 2:4, against lowbit's
+# dense int8 GEMM on the same (dense-stored) 2:4 matrix and NumPy fp32.
+SPARSE24_SHAPES = (
+    (1, 4096, 4096),      # one token: the weight stream (8 MiB kept values + 2 MiB indices)
+    (128, 4096, 4096),    # prefill chunk: compute-bound
+    (1024, 1024, 1024),   # square
+)
+
 GEMM_OP = "gemm_int8"
 BINARY_OP = "gemm_binary"
 W4A16_OP = "gemm_w4a16"
 W4A8_OP = "gemm_w4a8"
 SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
           W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
+SPARSE24_OP = "gemm_sparse24"
+SHAPES[SPARSE24_OP] = SPARSE24_SHAPES
 PEAK_GROUP = "peak"
 PEAK_KINDS = ("int8_vnni", "fp32_fma")
 PEAK_WHEN = ("first", "last")  # peak loops run at both ends of the session
