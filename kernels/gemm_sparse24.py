@@ -22,7 +22,7 @@ from lowbit.costs import gemm_cost
 from . import native, ref
 from .epilogue import INT32_MAX, Dequantize, Requantize, prepare
 from .format_sparse24 import SPARSE24_PANELS, PackedSparse24Weights
-from .gemm_int4 import _check_rc, _in_place_ok
+from .gemm_int4 import _check_rc
 from .gemm_int8 import _ACT_RANGE, _W_ABS_MAX, _check_out, _ptr, _row_pitch
 from .registry import REGISTRY, Kernel, KernelKey
 
@@ -49,8 +49,12 @@ def _check_a(a) -> tuple[np.ndarray, str]:
         raise TypeError(f"a: dtype must be int8, uint8 or float32, got {a.dtype}")
     if a.ndim != 2:
         raise ValueError(f"a: expected a 2-D [M, K] matrix, got shape {a.shape}")
-    # Rows may be any whole number of elements apart (read in place); anything else is copied.
-    if not _in_place_ok(a):
+    # Rows may be any whole number of elements apart (the kernels copy them into packed tiles,
+    # so no alignment is needed); K must be unit-stride. Anything else is copied once.
+    m, k = a.shape
+    size = a.itemsize
+    if (k > 1 and a.strides[1] != size) or (m > 1 and (a.strides[0] < k * size
+                                                       or a.strides[0] % size)):
         a = np.ascontiguousarray(a)
     if act == "f32" and a.size and not np.isfinite(a).all():
         raise ValueError("a: contains NaN or infinity")
@@ -100,9 +104,12 @@ def _check_overflow(a: np.ndarray, act: str, w24: PackedSparse24Weights, zp: int
 
 def _check_out_aligned(out, m: int, n: int, dtype: np.dtype) -> np.ndarray:
     out = _check_out(out, m, n, dtype)
-    if out.size and out.ctypes.data % out.itemsize:
+    if out.size and not out.flags.aligned:
         raise ValueError(f"out: data must be aligned to its {out.itemsize}-byte elements")
     return out
+
+
+_NO_EPILOGUE = prepare(None, 0, 0)
 
 
 def gemm_sparse24(a: np.ndarray, w24: PackedSparse24Weights, *, a_zero_point: int = 0,
@@ -150,7 +157,7 @@ def gemm_sparse24(a: np.ndarray, w24: PackedSparse24Weights, *, a_zero_point: in
         acc = out
     else:
         _check_overflow(a, act, w24, zp)
-        ep = prepare(epilogue, m, w24.n)
+        ep = _NO_EPILOGUE if epilogue is None else prepare(epilogue, m, w24.n)
         out = _check_out_aligned(out, m, w24.n, ep.out_dtype)
         acc = out if epilogue is None else np.empty((m, w24.n), _INT32)
     kernel = REGISTRY.lookup(OP, act, SPARSE24_PANELS.name, isa)
