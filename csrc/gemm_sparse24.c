@@ -47,8 +47,9 @@ static const lb_s24_ukernel s8_variants[LB_ISA_COUNT] = {
     lb_s24_s8_ukernel_avx512_vnni};
 static const lb_s24_ukernel f32_variants[LB_ISA_COUNT] = {
     lb_s24_f32_ukernel_portable, lb_s24_f32_ukernel_avx2, lb_s24_f32_ukernel_avx512, NULL};
-static const int S8_MR[LB_ISA_COUNT] = {4, 4, 4, 6};
-static const int F32_MR[LB_ISA_COUNT] = {4, 4, 6, 0};
+static const int S8_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512,
+                                         LB_S24_MR_AVX512_VNNI};
+static const int F32_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512, 0};
 static const int LB_S24_S8_UNSIGNED[LB_ISA_COUNT] = {0, 0, 0, 1};
 
 /* "avx2" also needs FMA (float32); the other tags are the ISA's feature set. */
@@ -82,23 +83,31 @@ typedef struct {
 
 #define TILE_ELEMS(g) ((size_t)(g)->mr * LB_S24_KB * (size_t)(g)->blocks)
 
+/* One row's K values [k0, k0 + valid) into a 32-element block, zero past valid; int8 flipped. */
+static inline void pack_block(const s24_ctx *g, uint8_t *d, const uint8_t *src, int64_t valid) {
+    if (g->elem == 1) {
+        if (valid == LB_S24_KB) {
+            for (int x = 0; x < LB_S24_KB; ++x) d[x] = src[x] ^ g->flip; /* one vector op */
+            return;
+        }
+        for (int64_t x = 0; x < valid; ++x) d[x] = src[x] ^ g->flip;
+    } else {
+        memcpy(d, src, (size_t)valid * 4);
+    }
+    memset(d + valid * g->elem, 0, (size_t)(LB_S24_KB - valid) * g->elem);
+}
+
 static void pack_tile(const s24_ctx *g, int64_t t) {
     const int64_t i0 = t * g->mr, k = g->w->k;
     const int R = (int)(g->m - i0 < g->mr ? g->m - i0 : g->mr);
     uint8_t *dst = g->apack + t * TILE_ELEMS(g) * g->elem;
     const size_t row_bytes = LB_S24_KB * g->elem;
-    for (int64_t b = 0; b < g->blocks; ++b) {
-        const int64_t k0 = b * LB_S24_KB;
-        const int64_t valid = k - k0 < LB_S24_KB ? k - k0 : LB_S24_KB;
-        for (int r = 0; r < R; ++r) {
-            uint8_t *d = dst + (size_t)(b * R + r) * row_bytes;
-            const uint8_t *src = g->a + (size_t)((i0 + r) * g->lda + k0) * g->elem;
-            if (g->elem == 1) {
-                for (int64_t x = 0; x < valid; ++x) d[x] = src[x] ^ g->flip;
-            } else {
-                memcpy(d, src, (size_t)valid * 4);
-            }
-            if (valid < LB_S24_KB) memset(d + valid * g->elem, 0, (size_t)(LB_S24_KB - valid) * g->elem);
+    for (int r = 0; r < R; ++r) {
+        const uint8_t *src = g->a + (size_t)((i0 + r) * g->lda) * g->elem;
+        for (int64_t b = 0; b < g->blocks; ++b) {
+            const int64_t k0 = b * LB_S24_KB;
+            pack_block(g, dst + (size_t)(b * R + r) * row_bytes, src + k0 * g->elem,
+                       k - k0 < LB_S24_KB ? k - k0 : LB_S24_KB);
         }
     }
 }

@@ -24,12 +24,13 @@ static inline __attribute__((always_inline)) __m512i dot_madd(__m512i acc, __m51
 }
 
 #define S8_ENTRY lb_s24_s8_ukernel_avx512
+#define S8_MR LB_S24_MR_AVX512
 #define DOT(acc, g, w) dot_madd(acc, g, w)
 
 #include "gemm_sparse24_s8_avx512.inc"
 
 static inline __attribute__((always_inline)) void f32_rows(const int R, const lb_s24_tile *t) {
-    __m512 acc[LB_S24_MR][4];
+    __m512 acc[LB_S24_MR_AVX512][4];
     const __m512i two_bits = _mm512_set1_epi32(3);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
@@ -39,7 +40,8 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
     const uint32_t *meta = t->meta;
     const float *a = t->a;
     for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += LB_S24_KB * R) {
-#pragma GCC unroll 16
+        /* Rolled (variable shifts): unrolled, GCC hoists all 16 controls and spills. */
+#pragma GCC unroll 1
         for (int u = 0; u < 16; ++u) {
             const int s = u >> 2, r = u & 3, g = 2 * s + (r >> 1);
             const char *pw = (const char *)(w + S24_PF_BLOCKS * 1024 + 64 * u);
@@ -50,20 +52,20 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
             if (r == 0)
                 _mm_prefetch((const char *)(meta + S24_PF_BLOCKS * LB_S24_NR + 16 * s),
                              _MM_HINT_T0);
+            const __m128i shift = _mm_cvtsi32_si128(8 * r + 2 * s);
             const __m512i window_pos = _mm512_set1_epi32(4 * (g & 3));
-            __m512i idx[4];
+            const float *win = a + 16 * (g >> 2);
 #pragma GCC unroll 4
-            for (int v = 0; v < 4; ++v)
-                idx[v] = _mm512_ternarylogic_epi32(
-                    _mm512_srli_epi32(_mm512_load_si512(meta + 16 * v), 8 * r + 2 * s),
-                    two_bits, window_pos, 0xEA); /* (x & 3) | window_pos */
+            for (int v = 0; v < 4; ++v) {
+                const __m512i idx = _mm512_ternarylogic_epi32(
+                    _mm512_srl_epi32(_mm512_load_si512(meta + 16 * v), shift), two_bits,
+                    window_pos, 0xEA); /* (x & 3) | window_pos */
+                const __m512 wv = _mm512_load_ps(w + 64 * u + 16 * v);
 #pragma GCC unroll 8
-            for (int i = 0; i < R; ++i) {
-                const __m512 win = _mm512_load_ps(a + LB_S24_KB * i + 16 * (g >> 2));
-#pragma GCC unroll 4
-                for (int v = 0; v < 4; ++v)
-                    acc[i][v] = _mm512_fmadd_ps(_mm512_permutexvar_ps(idx[v], win),
-                                                _mm512_load_ps(w + 64 * u + 16 * v), acc[i][v]);
+                for (int i = 0; i < R; ++i)
+                    acc[i][v] = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(idx, _mm512_load_ps(win + LB_S24_KB * i)), wv,
+                        acc[i][v]);
             }
         }
     }
@@ -79,10 +81,6 @@ void lb_s24_f32_ukernel_avx512(const lb_s24_tile *t) {
         case 1: f32_rows(1, t); break;
         case 2: f32_rows(2, t); break;
         case 3: f32_rows(3, t); break;
-        case 4: f32_rows(4, t); break;
-        case 5: f32_rows(5, t); break;
-        case 6: f32_rows(6, t); break;
-        case 7: f32_rows(7, t); break;
-        default: f32_rows(8, t); break;
+        default: f32_rows(LB_S24_MR_AVX512, t); break;
     }
 }

@@ -8,6 +8,7 @@
 #include "lowbit.h"
 
 #define S8_ENTRY lb_s24_s8_ukernel_avx512_vnni
+#define S8_MR LB_S24_MR_AVX512_VNNI
 #define DOT(acc, g, w) _mm512_dpbusd_epi32(acc, g, w)
 
 #include "gemm_sparse24_s8_avx512.inc"

@@ -150,7 +150,13 @@ static inline float lb_f16_to_f32(uint16_t h) {
  * of u. The microkernel writes rows r < R of c only; N edges are the frame's. */
 #define LB_S24_NR 64
 #define LB_S24_KB 32
-#define LB_S24_MR 8
+/* Row-tile heights: the frame's tiles and the microkernels' row cases agree through these;
+ * chosen where the accumulators fit the registers without spills (see the variant files). */
+#define LB_S24_MR_PORTABLE 4
+#define LB_S24_MR_AVX2 4        /* 16 ymm: 4 rows x 2 vectors of a 16-column strip */
+#define LB_S24_MR_AVX512 4      /* int8 with vpmaddwd and float32 */
+#define LB_S24_MR_AVX512_VNNI 5
+#define LB_S24_MR 8             /* the largest, sizes the frame's accumulator tile */
 typedef struct {
     int32_t rows;
     int64_t blocks;
