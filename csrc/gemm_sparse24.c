@@ -25,11 +25,13 @@
  *   take (word >> (8 r + 2 s)) & 3 plus 4 (g mod 4) as the vpermps index into a 16-float
  *   window of 4 groups.
  *
- * Activations: packed per tile of R rows and per K block, rows interleaved, zero past K
- * (lowbit.h), in a pass before the compute tasks. For int8 the bytes are flipped (XOR 0x80)
- * where the variant's operand type (LB_S24_S8_UNSIGNED) differs from the activations', so a
- * packed byte reads as a + delta (delta = +128, -128 or 0); the frame adds
- * -(delta + a_zero_point) * col_sum[j] to every result of column j, exact mod 2^32.
+ * Activations: read in place when K is a multiple of 32; otherwise packed per tile of R
+ * rows and per K block, rows interleaved, zero past K (lowbit.h), in a pass before the
+ * compute tasks (one parallel phase more, a copy of A). For int8 the bytes are flipped (XOR
+ * 0x80: by the microkernel in place, while packing otherwise) where the variant's operand
+ * type (LB_S24_S8_UNSIGNED) differs from the activations', so a byte reads as a + delta
+ * (delta = +128, -128 or 0); the frame adds -(delta + a_zero_point) * col_sum[j] to every
+ * result of column j, exact mod 2^32.
  *
  * Tiling: a task is (panel, chunk of row tiles); the panel (1280 bytes per block for int8)
  * stays in L2 while the tiles of the chunk stream it; a tile's accumulators stay in
@@ -76,7 +78,7 @@ typedef struct {
     const lb_s24_weights *w;
     void *out;
     const int32_t *corr;    /* int8: [n] added to every result of column j; else NULL */
-    uint8_t *apack;         /* tile t at t * mr * 32 * blocks elements */
+    uint8_t *apack;         /* tile t at t * mr * 32 * blocks elements; NULL: in place */
     int64_t n_panels, m_chunks, tiles_per_chunk, n_tasks;
     atomic_llong next;
 } s24_ctx;
@@ -136,7 +138,17 @@ static void run_task(const s24_ctx *g, int64_t t, void *c) {
     for (int64_t tile = chunk * g->tiles_per_chunk; tile < tile1; ++tile) {
         const int64_t row0 = tile * g->mr;
         tl.rows = (int32_t)(g->m - row0 < g->mr ? g->m - row0 : g->mr);
-        tl.a = g->apack + tile * TILE_ELEMS(g) * g->elem;
+        if (g->apack) {
+            tl.a = g->apack + tile * TILE_ELEMS(g) * g->elem;
+            tl.a_row = LB_S24_KB;
+            tl.a_block = LB_S24_KB * tl.rows;
+            tl.a_flip = 0; /* applied while packing */
+        } else {
+            tl.a = g->a + (size_t)(row0 * g->lda) * g->elem;
+            tl.a_row = g->lda;
+            tl.a_block = LB_S24_KB;
+            tl.a_flip = 0x01010101u * g->flip;
+        }
         g->uk(&tl);
         for (int r = 0; r < tl.rows; ++r) {
             if (g->corr) {
@@ -169,9 +181,11 @@ static int run(s24_ctx *g) {
     const lb_s24_weights *w = g->w;
     g->blocks = (w->k + LB_S24_KB - 1) / LB_S24_KB;
     g->tiles = (g->m + g->mr - 1) / g->mr;
-    /* + 64 bytes: a variant may load a 64-byte window from the last row's 32 K values */
-    g->apack = lb_scratch_acquire((size_t)g->tiles * TILE_ELEMS(g) * g->elem + 64);
-    if (!g->apack) return LB_ENOMEM;
+    g->apack = NULL;
+    if (w->k % LB_S24_KB) { /* a partial last block: pack, zero-padded */
+        g->apack = lb_scratch_acquire((size_t)g->tiles * TILE_ELEMS(g) * g->elem);
+        if (!g->apack) return LB_ENOMEM;
+    }
     const int threads = lb_get_num_threads();
     const int serial = threads <= 1 || g->m * w->n * w->k / 2 < SERIAL_MACS;
     /* Tasks are (panel, chunk of tiles), panel-major so a panel stays in one core's L2; M
@@ -184,7 +198,9 @@ static int run(s24_ctx *g) {
     g->m_chunks = (g->tiles + g->tiles_per_chunk - 1) / g->tiles_per_chunk;
     g->n_tasks = g->n_panels * g->m_chunks;
     atomic_init(&g->next, 0);
-    if (serial || g->m * w->k < (1 << 16))
+    if (!g->apack)
+        ;
+    else if (serial || g->m * w->k < (1 << 16))
         pack_task(g, 0);
     else
         lb_parallel(pack_task, g);

@@ -24,6 +24,7 @@ static inline __attribute__((always_inline)) __m256i sext_even(__m256i x) {
 static inline __attribute__((always_inline)) void s8_rows(const int R, const lb_s24_tile *t) {
     const __m256i two_bits = _mm256_set1_epi32(0x03030303);
     const __m256i second_group = _mm256_set1_epi32(0x04040000);
+    const __m256i flip = _mm256_set1_epi32((int)t->a_flip);
     for (int strip = 0; strip < LB_S24_NR / STRIP; ++strip) {
         __m256i acc[LB_S24_MR_AVX2][2];
 #pragma GCC unroll 4
@@ -31,7 +32,7 @@ static inline __attribute__((always_inline)) void s8_rows(const int R, const lb_
         const int8_t *w = (const int8_t *)t->w + 4 * STRIP * strip;
         const uint32_t *meta = t->meta + STRIP * strip;
         const uint8_t *a = t->a;
-        for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += LB_S24_KB * R) {
+        for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += t->a_block) {
 #pragma GCC unroll 1
             for (int s = 0; s < 4; ++s) {
                 /* vector by vector: one control and one weight pair live at a time (with the
@@ -48,8 +49,9 @@ static inline __attribute__((always_inline)) void s8_rows(const int R, const lb_
 #pragma GCC unroll 4
                     for (int r = 0; r < R; ++r) {
                         int64_t a8;
-                        memcpy(&a8, a + LB_S24_KB * r + 8 * s, 8);
-                        const __m256i g = _mm256_shuffle_epi8(_mm256_set1_epi64x(a8), idx);
+                        memcpy(&a8, a + r * t->a_row + 8 * s, 8);
+                        const __m256i g = _mm256_shuffle_epi8(
+                            _mm256_xor_si256(_mm256_set1_epi64x(a8), flip), idx);
                         acc[r][v] = _mm256_add_epi32(
                             acc[r][v], _mm256_add_epi32(_mm256_madd_epi16(sext_even(g), we),
                                                         _mm256_madd_epi16(_mm256_srai_epi16(g, 8),
@@ -85,7 +87,7 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
         const float *w = (const float *)t->w + STRIP * strip;
         const uint32_t *meta = t->meta + STRIP * strip;
         const float *a = t->a;
-        for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += LB_S24_KB * R) {
+        for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += t->a_block) {
 #pragma GCC unroll 1
             for (int u = 0; u < 16; ++u) {
                 const int s = u >> 2, r = u & 3;
@@ -100,7 +102,7 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
 #pragma GCC unroll 4
                     for (int i = 0; i < R; ++i)
                         acc[i][v] = _mm256_fmadd_ps(
-                            _mm256_permutevar8x32_ps(_mm256_load_ps(a + LB_S24_KB * i + 8 * s),
+                            _mm256_permutevar8x32_ps(_mm256_loadu_ps(a + i * t->a_row + 8 * s),
                                                      idx),
                             wv, acc[i][v]);
                 }

@@ -39,7 +39,7 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
     const float *w = t->w;
     const uint32_t *meta = t->meta;
     const float *a = t->a;
-    for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += LB_S24_KB * R) {
+    for (int64_t b = 0; b < t->blocks; ++b, w += 1024, meta += LB_S24_NR, a += t->a_block) {
         /* Rolled (variable shifts): unrolled, GCC hoists all 16 controls and spills. */
 #pragma GCC unroll 1
         for (int u = 0; u < 16; ++u) {
@@ -64,7 +64,7 @@ static inline __attribute__((always_inline)) void f32_rows(const int R, const lb
 #pragma GCC unroll 8
                 for (int i = 0; i < R; ++i)
                     acc[i][v] = _mm512_fmadd_ps(
-                        _mm512_permutexvar_ps(idx, _mm512_load_ps(win + LB_S24_KB * i)), wv,
+                        _mm512_permutexvar_ps(idx, _mm512_loadu_ps(win + i * t->a_row)), wv,
                         acc[i][v]);
             }
         }

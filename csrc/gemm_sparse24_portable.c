@@ -15,18 +15,20 @@ static inline int kept_k(uint32_t word, int s, int r) {
 void lb_s24_s8_ukernel_portable(const lb_s24_tile *t) {
     const int R = t->rows;
     uint32_t *acc = t->c;
+    const uint8_t flip = (uint8_t)t->a_flip;
     memset(acc, 0, (size_t)R * LB_S24_NR * sizeof(uint32_t));
     for (int64_t b = 0; b < t->blocks; ++b) {
         const int8_t *w = (const int8_t *)t->w + b * 1024;
         const uint32_t *meta = t->meta + b * LB_S24_NR;
-        const int8_t *a = (const int8_t *)t->a + b * R * LB_S24_KB;
+        const uint8_t *a = (const uint8_t *)t->a + b * t->a_block;
         for (int j = 0; j < LB_S24_NR; ++j) {
             for (int s = 0; s < 4; ++s) {
                 for (int r = 0; r < 4; ++r) {
                     const int32_t v = w[256 * s + 4 * j + r];
                     const int kk = kept_k(meta[j], s, r);
-                    for (int i = 0; i < R; ++i)
-                        acc[LB_S24_NR * i + j] += (uint32_t)(a[LB_S24_KB * i + kk] * v);
+                    for (int i = 0; i < R; ++i) /* the int8 operand */
+                        acc[LB_S24_NR * i + j] +=
+                            (uint32_t)((int8_t)(a[t->a_row * i + kk] ^ flip) * v);
                 }
             }
         }
@@ -40,12 +42,12 @@ void lb_s24_f32_ukernel_portable(const lb_s24_tile *t) {
     for (int64_t b = 0; b < t->blocks; ++b) {
         const float *w = (const float *)t->w + b * 1024;
         const uint32_t *meta = t->meta + b * LB_S24_NR;
-        const float *a = (const float *)t->a + b * R * LB_S24_KB;
+        const float *a = (const float *)t->a + b * t->a_block;
         for (int j = 0; j < LB_S24_NR; ++j) {
             for (int u = 0; u < 16; ++u) {
                 const float v = w[LB_S24_NR * u + j];
                 const int kk = kept_k(meta[j], u >> 2, u & 3);
-                for (int i = 0; i < R; ++i) acc[LB_S24_NR * i + j] += a[LB_S24_KB * i + kk] * v;
+                for (int i = 0; i < R; ++i) acc[LB_S24_NR * i + j] += a[t->a_row * i + kk] * v;
             }
         }
     }

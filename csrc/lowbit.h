@@ -139,12 +139,13 @@ static inline float lb_f16_to_f32(uint16_t h) {
 
 /* 2:4 sparse GEMM (gemm_sparse24.c): a portable frame calls per-ISA microkernels through
  * these pointers, one call per (row tile of R <= LB_S24_MR rows, 64-column panel), over all
- * K blocks. Weights: lowbit_api.h lb_s24_weights, layout in gemm_sparse24.c. The frame packs
- * the activations of a tile per K block of 32, rows interleaved, zero-padded past K:
- *   a[(b R + r) 32 + x] = A'[r][32 b + x]       int8 bytes (int8 GEMM) or float32
- * where for int8 A' = A XOR flip, the flip chosen per variant so that A' read as the
- * variant's operand type (LB_S24_S8_UNSIGNED[isa]: uint8 for vpdpbusd, else int8) is A plus a
- * constant the frame corrects for with the column sums. Contract, for r < R, j < 64:
+ * K blocks. Weights: lowbit_api.h lb_s24_weights, layout in gemm_sparse24.c. A microkernel
+ * reads row r's K values 32 b .. 32 b + 31 at a + r a_row + b a_block (elements): the
+ * activations in place when K is a multiple of 32 (a_row = lda, a_block = 32), else a copy
+ * the frame packed per block, rows interleaved and zero-padded past K (a_row = 32,
+ * a_block = 32 R). int8 bytes are read as A' = A XOR a_flip, the flip chosen so that A' in
+ * the variant's operand type (LB_S24_S8_UNSIGNED[isa]: uint8 for vpdpbusd, else int8) is A
+ * plus a constant the frame corrects for with the column sums. Contract, r < R, j < 64:
  *   c[64 r + j] = sum over blocks b, kept values u of A'[r][K(b, u, j)] * v[b][u][j]
  * (int32 wrapping, or float32 in any order), K(b, u, j) = 32 b + 4 g + index, g the group
  * of u. The microkernel writes rows r < R of c only; N edges are the frame's. */
@@ -160,7 +161,9 @@ static inline float lb_f16_to_f32(uint16_t h) {
 typedef struct {
     int32_t rows;
     int64_t blocks;
-    const void *a;          /* packed activations of the tile */
+    const void *a;          /* row 0, block 0 of the tile's activations */
+    int64_t a_row, a_block; /* elements between rows and between K blocks */
+    uint32_t a_flip;        /* int8: 0 or 0x80 in every byte (0x80808080) */
     const void *w;          /* the panel's values: 1024 (int8) or 4096 (float32) bytes a block */
     const uint32_t *meta;   /* the panel's index words: 64 a block */
     void *c;                /* [rows][64] int32 or float32 */

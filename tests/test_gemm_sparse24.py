@@ -5,9 +5,10 @@ independent definition); float32 results within ``ref.sparse24_tolerance``, and 
 small integers, where every float32 step is exact.
 
 Blocking (csrc/gemm_sparse24.c): K runs in groups of 4, steps of 8 and blocks of 32 (one
-metadata word), N in panels of 64 columns, M in tiles of 6 rows (avx512_vnni int8,
-avx512 float32) or 4 (the others). The named cases sit on and around those edges;
-hypothesis covers shapes in between.
+metadata word), N in panels of 64 columns, M in tiles of 5 rows (avx512_vnni int8) or 4
+(the others). Activations are read in place when K is a multiple of 32 and packed
+otherwise: the named cases cover both, on and around those edges; hypothesis covers shapes
+in between.
 """
 from __future__ import annotations
 
@@ -340,6 +341,8 @@ EDGE_CASES = [  # id, M, K, N
     ("pool-many_panels", 31, 300, 1000),
     ("pool-m_one", 1, 4099, 600),
     ("pool-n_one", 2000, 301, 1),
+    ("pool-k_in_place", 67, 1024, 200),
+    ("pool-m_one-k_in_place", 1, 4096, 600),
 ]
 EDGE_IDS = [c[0] for c in EDGE_CASES]
 
@@ -409,13 +412,15 @@ def _views(big: np.ndarray, m: int, k: int) -> dict[str, np.ndarray]:
 
 
 VIEWS = list(_views(np.zeros((20, 300), np.float32), 3, 64))
+VIEW_K = [64, 70]  # read in place (K % 32 == 0) and packed
 
 
 @pytest.mark.parametrize("isa", S8_ISAS)
+@pytest.mark.parametrize("k", VIEW_K)
 @pytest.mark.parametrize("view", VIEWS)
-def test_non_contiguous_int8(isa, view, assert_exact):
-    m, k, n = 7, 70, 70
-    rng = np.random.default_rng(VIEWS.index(view))
+def test_non_contiguous_int8(isa, view, k, assert_exact):
+    m, n = 7, 70
+    rng = np.random.default_rng([VIEWS.index(view), k])
     w24 = pack_weights(sparse_int8(rng, k, n), "sparse24")
     a = _views(rng.integers(-128, 128, (2 * m + 2, 2 * k + 4), dtype=np.int8), m, k)[view]
     keep = a.copy()
@@ -452,10 +457,11 @@ def test_f32_exact_on_small_integers(isa, assert_exact):
 
 
 @pytest.mark.parametrize("isa", F32_ISAS)
+@pytest.mark.parametrize("k", VIEW_K)
 @pytest.mark.parametrize("view", VIEWS)
-def test_non_contiguous_f32(isa, view):
-    m, k, n = 7, 70, 70
-    rng = np.random.default_rng(VIEWS.index(view) + 30)
+def test_non_contiguous_f32(isa, view, k):
+    m, n = 7, 70
+    rng = np.random.default_rng([VIEWS.index(view), k, 30])
     w24 = pack_weights(sparse_f32(rng, k, n), "sparse24")
     x = _views(rng.standard_normal((2 * m + 2, 2 * k + 4)).astype(np.float32), m, k)[view]
     keep = x.copy()
