@@ -1,8 +1,9 @@
 /* lb_gemm_sparse24_s8 / lb_gemm_sparse24_f32: the 2:4 sparse GEMM's C entries, its per-ISA
  * choice and the portable frame that calls the per-ISA microkernels (gemm_sparse24_<isa>.c)
- * through a function pointer, BLIS-style: the frame packs the activations, tiles, threads
- * and writes the output (adding the int8 activation-offset correction); a microkernel runs
- * one row tile through one 64-column panel. Contract: lowbit.h (lb_s24_tile).
+ * through a function pointer, BLIS-style: the frame tiles, threads, packs the activations
+ * when K has a partial block and writes the output (adding the int8 activation-offset
+ * correction); a microkernel runs one row tile through one 64-column panel. Contract:
+ * lowbit.h (lb_s24_tile).
  *
  * Weights (lowbit.kernels.format_sparse24.SPARSE24_PANELS), packed once in Python: panels of
  * 64 columns, K in blocks b of 32 (8 groups of 4, 16 kept values u = 2 g + t per column),
@@ -29,7 +30,7 @@
  * rows and per K block, rows interleaved, zero past K (lowbit.h), in a pass before the
  * compute tasks (one parallel phase more, a copy of A). For int8 the bytes are flipped (XOR
  * 0x80: by the microkernel in place, while packing otherwise) where the variant's operand
- * type (LB_S24_S8_UNSIGNED) differs from the activations', so a byte reads as a + delta
+ * type (S8_OPERAND_UNSIGNED) differs from the activations', so a byte reads as a + delta
  * (delta = +128, -128 or 0); the frame adds -(delta + a_zero_point) * col_sum[j] to every
  * result of column j, exact mod 2^32.
  *
@@ -52,7 +53,7 @@ static const lb_s24_ukernel f32_variants[LB_ISA_COUNT] = {
 static const int S8_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512,
                                          LB_S24_MR_AVX512_VNNI};
 static const int F32_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512, 0};
-static const int LB_S24_S8_UNSIGNED[LB_ISA_COUNT] = {0, 0, 0, 1};
+static const int S8_OPERAND_UNSIGNED[LB_ISA_COUNT] = {0, 0, 0, 1};
 
 /* "avx2" also needs FMA (float32); the other tags are the ISA's feature set. */
 int lb_gemm_sparse24_supported(int isa, int32_t f32) {
@@ -74,7 +75,7 @@ typedef struct {
     int64_t m, lda, ldo, blocks, tiles;
     size_t elem;            /* bytes per activation: 1 (int8) or 4 (float32) */
     const uint8_t *a;
-    uint8_t flip;           /* int8: XOR applied while packing */
+    uint8_t flip;           /* int8: 0x80 or 0, XORed into every byte (packing or in place) */
     const lb_s24_weights *w;
     void *out;
     const int32_t *corr;    /* int8: [n] added to every result of column j; else NULL */
@@ -228,7 +229,7 @@ int lb_gemm_sparse24_s8(int isa, int64_t m, const void *a, int64_t lda, int32_t 
     int32_t *corr = lb_aligned_alloc((size_t)w->n * sizeof(int32_t));
     if (!corr) return LB_ENOMEM;
     /* A packed byte reads as a + delta in the variant's operand type. */
-    const int operand_unsigned = LB_S24_S8_UNSIGNED[isa];
+    const int operand_unsigned = S8_OPERAND_UNSIGNED[isa];
     const int flip = operand_unsigned == a_signed;
     const uint32_t delta = !flip ? 0u : a_signed ? 128u : (uint32_t)-128;
     const uint32_t offset = delta + (uint32_t)a_zero_point;

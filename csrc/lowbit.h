@@ -144,7 +144,7 @@ static inline float lb_f16_to_f32(uint16_t h) {
  * activations in place when K is a multiple of 32 (a_row = lda, a_block = 32), else a copy
  * the frame packed per block, rows interleaved and zero-padded past K (a_row = 32,
  * a_block = 32 R). int8 bytes are read as A' = A XOR a_flip, the flip chosen so that A' in
- * the variant's operand type (LB_S24_S8_UNSIGNED[isa]: uint8 for vpdpbusd, else int8) is A
+ * the variant's operand type (uint8 for vpdpbusd, int8 for the others) is A
  * plus a constant the frame corrects for with the column sums. Contract, r < R, j < 64:
  *   c[64 r + j] = sum over blocks b, kept values u of A'[r][K(b, u, j)] * v[b][u][j]
  * (int32 wrapping, or float32 in any order), K(b, u, j) = 32 b + 4 g + index, g the group
