@@ -22,9 +22,10 @@
  *   (word >> 2 s) & 0x03030303 holds the indices of step s, one per byte; with 4 added to
  *   bytes 2, 3 (the second group of the step) it is the vpshufb control that gathers, from
  *   the 8 activations of the step broadcast to every 128-bit lane, the 4 that meet a column's
- *   4 kept values (the same shift for every column: no per-column work). float32 kernels
- *   take (word >> (8 r + 2 s)) & 3 plus 4 (g mod 4) as the vpermps index into a 16-float
- *   window of 4 groups.
+ *   4 kept values (the same shift for every column: no per-column work); with 8 s more, the
+ *   vpermb control into the block's 32 activations (gemm_sparse24_s8_avx512.inc). float32
+ *   kernels take (word >> (8 r + 2 s)) & 3 plus 4 (g mod 4) as the vpermps index into a
+ *   16-float window of 4 groups.
  *
  * Activations: read in place when K is a multiple of 32; otherwise packed per tile of R
  * rows and per K block, rows interleaved, zero past K (lowbit.h), in a pass before the
@@ -55,11 +56,13 @@ static const int S8_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S
 static const int F32_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512, 0};
 static const int S8_OPERAND_UNSIGNED[LB_ISA_COUNT] = {0, 0, 0, 1};
 
-/* "avx2" also needs FMA (float32); the other tags are the ISA's feature set. */
+/* "avx2" also needs FMA (float32), "avx512_vnni" AVX512_VBMI (vpermb); the other tags are
+ * the ISA's feature set. */
 int lb_gemm_sparse24_supported(int isa, int32_t f32) {
     const lb_s24_ukernel *variants = f32 ? f32_variants : s8_variants;
     if (isa < 0 || isa >= LB_ISA_COUNT || !variants[isa] || !lb_isa_supported(isa)) return 0;
     if (isa == LB_ISA_AVX2 && f32) return (int)(lb_cpu_features() >> LB_FEAT_FMA & 1);
+    if (isa == LB_ISA_AVX512_VNNI) return (int)(lb_cpu_features() >> LB_FEAT_AVX512_VBMI & 1);
     return 1;
 }
 

@@ -644,7 +644,7 @@ def test_registry_entries_and_costs():
     features = set(lk.cpu_features())
     avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
     s8 = {k.key.isa: k for k in lk.REGISTRY.kernels("gemm_sparse24", "s8", "sparse24")}
-    assert s8["avx512_vnni"].supported() == (avx512 | {"avx512_vnni"} <= features)
+    assert s8["avx512_vnni"].supported() == (avx512 | {"avx512_vnni", "avx512_vbmi"} <= features)
     assert s8["avx512"].supported() == (avx512 <= features)
     assert s8["portable"].supported()
 
@@ -654,8 +654,9 @@ DISABLE_CASES = [("avx512_vnni", "avx512", "avx512"), ("avx512_vnni,avx512", "av
                  ("avx512_vnni,avx512,avx2,portable", "portable", "portable")]
 
 
-@pytest.mark.skipif(not {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"}
-                    <= set(lk.cpu_features()), reason="needs every C variant usable")
+@pytest.mark.skipif(not {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni",
+                         "avx512_vbmi"} <= set(lk.cpu_features()),
+                    reason="needs every C variant usable")
 @pytest.mark.parametrize("disabled, s8, f32", DISABLE_CASES, ids=[c[0] for c in DISABLE_CASES])
 def test_disable_isa_falls_back(disabled, s8, f32):
     """LOWBIT_DISABLE_ISA reaches each fallback: the registry and the C side's own choice
