@@ -53,6 +53,8 @@ from .formats import ALIGN, _PackedMatrix, aligned_empty, register_format
 VALUE_DTYPES = ("int8", "float32")
 GROUP = 4       # K values per group
 KEPT = 2        # kept values per group
+# Bit position in a metadata word of the index of kept value u = 4 s + r: [s, r] -> 8 r + 2 s
+_FIELD_SHIFT = (8 * np.arange(4)[None, :] + 2 * np.arange(4)[:, None]).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,7 @@ class Sparse24Panels:
         v[:, :, :n] = values.reshape(b, self.kept_per_block, n)            # [b, u, col]
         i = np.zeros((b, 4, 4, p * self.nr), dtype=np.uint32)              # [b, s, r, col]
         i[..., :n] = index.reshape(b, 4, 4, n)
-        shift = (8 * np.arange(4)[None, :] + 2 * np.arange(4)[:, None]).astype(np.uint32)
-        words = np.bitwise_or.reduce(i << shift[None, :, :, None], axis=(1, 2))  # [b, col]
+        words = np.bitwise_or.reduce(i << _FIELD_SHIFT[None, :, :, None], axis=(1, 2))
         meta = aligned_empty(self.meta_shape(g * self.group, n), np.uint32)
         meta[...] = words.reshape(b, p, self.nr).transpose(1, 0, 2)
         out = aligned_empty(self.packed_shape(g * self.group, n, values.dtype), values.dtype)
@@ -155,9 +156,8 @@ class Sparse24Panels:
             v = data.transpose(1, 2, 0, 3)
         g = b * self.k_block // self.group
         values = np.ascontiguousarray(v.reshape(g, self.kept, p * self.nr)[:, :, :n])
-        shift = (8 * np.arange(4)[None, :] + 2 * np.arange(4)[:, None]).astype(np.uint32)
         words = meta.transpose(1, 0, 2).reshape(b, 1, 1, p * self.nr)     # [b, ., ., col]
-        idx = (words >> shift[None, :, :, None]) & np.uint32(3)           # [b, s, r, col]
+        idx = (words >> _FIELD_SHIFT[None, :, :, None]) & np.uint32(3)    # [b, s, r, col]
         index = np.ascontiguousarray(idx.reshape(g, self.kept, p * self.nr)[:, :, :n])
         return values, index.astype(np.uint8)
 
