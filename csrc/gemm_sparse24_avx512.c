@@ -25,6 +25,7 @@ static inline __attribute__((always_inline)) __m512i dot_madd(__m512i acc, __m51
 
 #define S8_ENTRY lb_s24_s8_ukernel_avx512
 #define S8_MR LB_S24_MR_AVX512
+#define S8_CONTROLS lb_s24_s8_controls_avx512
 #define S8_VPERMB 0 /* vpshufb: AVX512BW only, so CPUs without VBMI get this variant */
 #define DOT(acc, g, w) dot_madd(acc, g, w)
 

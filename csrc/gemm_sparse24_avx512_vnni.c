@@ -10,6 +10,7 @@
 
 #define S8_ENTRY lb_s24_s8_ukernel_avx512_vnni
 #define S8_MR LB_S24_MR_AVX512_VNNI
+#define S8_CONTROLS lb_s24_s8_controls_avx512_vnni
 #define S8_VPERMB 1
 #define DOT(acc, g, w) _mm512_dpbusd_epi32(acc, g, w)
 

@@ -166,6 +166,9 @@ typedef struct {
     uint32_t a_flip;        /* int8: 0 or 0x80 in every byte (0x80808080) */
     const void *w;          /* the panel's values: 1024 (int8) or 4096 (float32) bytes a block */
     const uint32_t *meta;   /* the panel's index words: 64 a block */
+    const uint8_t *ctl;     /* int8 AVX-512: the panel's gather controls, expanded once per
+                               panel by lb_s24_s8_controls_<isa> (1024 bytes a block), or
+                               NULL: the microkernel expands them from meta itself */
     void *c;                /* [rows][64] int32 or float32 */
 } lb_s24_tile;
 typedef void (*lb_s24_ukernel)(const lb_s24_tile *t);
@@ -174,6 +177,9 @@ void lb_s24_s8_ukernel_portable(const lb_s24_tile *t);
 void lb_s24_s8_ukernel_avx2(const lb_s24_tile *t);
 void lb_s24_s8_ukernel_avx512(const lb_s24_tile *t);
 void lb_s24_s8_ukernel_avx512_vnni(const lb_s24_tile *t);
+/* The gather controls of a panel's blocks (what the microkernel would compute per tile). */
+void lb_s24_s8_controls_avx512(const uint32_t *meta, int64_t blocks, uint8_t *ctl);
+void lb_s24_s8_controls_avx512_vnni(const uint32_t *meta, int64_t blocks, uint8_t *ctl);
 void lb_s24_f32_ukernel_portable(const lb_s24_tile *t);
 void lb_s24_f32_ukernel_avx2(const lb_s24_tile *t);
 void lb_s24_f32_ukernel_avx512(const lb_s24_tile *t);
