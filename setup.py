@@ -14,6 +14,7 @@ PACKAGE_DIRS = {
     "lowbit.simulator": "simulator",
     "lowbit.roofline": "roofline",
     "lowbit.bench": "bench",
+    "lowbit.sweep": "sweep",
 }
 
 setup(
@@ -23,17 +24,26 @@ setup(
     python_requires=">=3.11",
     packages=list(PACKAGE_DIRS),
     package_dir=PACKAGE_DIRS,
-    package_data={"lowbit.simulator": ["profiles/*.toml"], "lowbit.roofline": ["profiles/*.toml"]},
+    package_data={"lowbit.simulator": ["profiles/*.toml"], "lowbit.roofline": ["profiles/*.toml"],
+                  "lowbit.sweep": ["SCHEMA.md", "examples/*.toml", "examples/*.json",
+                                   "examples/*.csv"]},
     setup_requires=["cffi>=1.16"],
     cffi_modules=["csrc/ffibuild.py:ffibuilder"],
     install_requires=[
         "numpy>=1.24",
         "numba>=0.59",
         "cffi>=1.16",
-        "torch>=2.3,<2.14",
+        "torch>=2.4,<2.14",  # 2.4: torch.library.register_fake (lowbit.kernels.torch_ops)
         "matplotlib>=3.7",
+        "scikit-learn>=1.3",
+        "rich>=13",
+        "scipy>=1.10,<2",  # CSR weights from scipy.sparse (kernels.format_csr), spmm baseline
     ],
-    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6",
+                 "dask>=2024.1", "distributed>=2024.1"],
+        "dask": ["dask>=2024.1", "distributed>=2024.1"],   # lowbit sweep --executor dask://...
+    },
     entry_points={"console_scripts": ["lowbit = lowbit.cli:main"]},
     zip_safe=False,
 )

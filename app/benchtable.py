@@ -17,7 +17,8 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
-from lowbit.bench.config import BANDWIDTH_GROUP, PEAK_GROUP, SHAPES, gemm_group
+from lowbit.bench.config import (BANDWIDTH_GROUP, PEAK_GROUP, SHAPES, SPMM_CSR_DENSITIES,
+                                 gemm_group, spmm_csr_group)
 
 # int4-weight kernels: w4a16 multiplies in float32 (FMA), w4a8 in int8 (VNNI)
 PEAK_OF_PRECISION = {"int8": "int8_vnni", "fp32": "fp32_fma", "w4a16": "fp32_fma",
@@ -85,6 +86,7 @@ def bandwidths(data: dict) -> dict[str, dict]:
 
 def _group_order(name: str) -> tuple[int, str]:
     order = [gemm_group(*shape, op=op) for op, shapes in SHAPES.items() for shape in shapes]
+    order += [spmm_csr_group(d) for d in SPMM_CSR_DENSITIES]
     return (order.index(name), "") if name in order else (len(order), name)
 
 

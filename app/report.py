@@ -48,7 +48,9 @@ def build_report(data: dict) -> dict:
     return {"lowbit_version": lowbit.__version__, "created": data.get("datetime"),
             "machine": machine(data), "peaks": summary["peaks"],
             "bandwidth": summary["bandwidth"], "groups": summary["groups"],
-            "targets": targets.evaluate(summary), "files": {"benchmark_json": BENCH_JSON}}
+            "targets": targets.evaluate(summary),
+            "spmm_csr_crossover": targets.csr_crossover(summary),
+            "files": {"benchmark_json": BENCH_JSON}}
 
 
 def _machine_rows(m: dict) -> list[tuple[str, str]]:
@@ -120,6 +122,9 @@ def render(report: dict, *, markdown: bool = False, machine_section: bool = True
                                         targets.target_rows(report["targets"]),
                                         align=targets.TARGET_ALIGN),
               textwrap.fill(targets.TARGET_NOTE, 96)]
+    crossover = targets.crossover_text(report.get("spmm_csr_crossover") or {"densities": []})
+    if crossover:
+        parts.append(textwrap.fill(crossover, 96))
     return "\n\n".join(parts) + "\n"
 
 

@@ -5,30 +5,27 @@
     lowbit roofline calibrate          # measure this CPU, write the "host" profile
     lowbit roofline --bench-json F     # lowbit's measured kernels against the host roofline
 
-The orchestration that needs the kernels (peak and bandwidth loops, benchmark JSON of lowbit
-kernels) lives here; ``lowbit.roofline`` itself never imports ``lowbit.kernels``. Wired into
-``lowbit.cli`` by ``add_parser(subparsers)``.
+The orchestration that needs the kernels lives in the app (``lowbit.roofline_calibrate``:
+peak, bandwidth and efficiency measurements; ``lowbit.roofline_bench``: benchmark JSON of
+lowbit kernels against per-ISA ceilings); ``lowbit.roofline`` itself never imports
+``lowbit.kernels``. Wired into ``lowbit.cli`` by ``add_parser(subparsers)``.
+
+An LLM analysis whose weights and KV cache do not fit the device memory prints its figures,
+then an error line, and exits with status 1.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 DESCRIPTION = ("Roofline analysis, L = W / (P * U): per-layer bound (compute, or memory at "
                "which level), latency, energy and utilization of a workload on a GPU / NPU / CPU "
                "profile at a precision; LLM prefill / decode figures; `calibrate` measures this "
                "machine; --bench-json puts lowbit's measured kernels against their bound.")
-
-# Which host ceiling a lowbit kernel's precision runs at (benchmark extra_info "precision"):
-# int4-weight kernels multiply in fp32 (w4a16, FMA) or int8 (w4a8, VNNI), as lowbit.benchtable.
-KERNEL_CEILING = {"int8": "int8", "fp32": "fp32", "w4a16": "fp32", "w4a8": "int8",
-                  "binary": "binary"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "the host profile to the XDG cache folder")
     p.add_argument("--workload", metavar="NAME",
                    help="zoo network (resnet18, bert-base, ...) or LLM (llama2-7b-decode, "
-                        "llama2-7b-prefill, llama2-7b)")
+                        "llama2-7b-prefill, llama2-7b, and the same for llama2-70b)")
     p.add_argument("--profile", metavar="NAME_OR_TOML", default=None,
                    help="h100-sxm, a100-sxm, rtx-4090, jetson-orin-agx, tpu-v4, a simulator NPU "
                         "(tpu-v1, edge-npu-32x32, ...), host (after calibrate) or a TOML file")
@@ -57,7 +54,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bench-json", metavar="FILE",
                    help="saved pytest-benchmark JSON (lowbit bench --json): each lowbit kernel's "
                         "measured time against its roofline bound on the host profile")
+    p.add_argument("--ceilings", choices=("profile", "session"), default="profile",
+                   help="--bench-json: judge against the profile's compute ceilings and DRAM "
+                        "bandwidth (default), or against those the benchmark session measured "
+                        "itself (its peak and bandwidth groups; cache levels from the profile)")
     p.add_argument("--out", metavar="TOML", help="calibrate: write the profile here instead")
+    p.add_argument("--quick", action="store_true",
+                   help="calibrate: short runs and small kernels (a few seconds; a rough profile)")
     p.set_defaults(func=run)
     return p
 
@@ -89,6 +92,9 @@ def _table(result) -> str:
                  f"{t.energy_j * 1e6:>10.2f} {t.utilization:>6.1%}")
     lines.append(f"memory-bound layers: {len(t.memory_bound_layers)} of {len(result.layers)} "
                  f"({t.memory_bound_time_s / t.latency_s:.0%} of the time)")
+    sources = sorted({f"{r.efficiency_source} ({r.precision} U {r.efficiency:.2f})"
+                      for r in result.layers})
+    lines.append(f"U from: {', '.join(sources)}")
     if result.llm:
         llm = result.llm
         parts = []
@@ -97,12 +103,13 @@ def _table(result) -> str:
         if "tpot_s" in llm:
             parts.append(f"TPOT {llm['tpot_s'] * 1e3:.3f} ms, {llm['tokens_per_s']:.1f} tokens/s "
                          f"(batch {llm['batch']}, context {llm['context']})")
-        parts.append(f"KV cache {llm['kv_cache_bytes'] / 2**30:.3f} GiB")
+        parts.append(f"KV cache {llm['kv_cache_bytes'] / 1e9:.3f} GB")
         lines.append("; ".join(parts))
         for phase in ("prefill", "decode"):
             key = f"{phase}_memory_bound"
             if key in llm:
                 lines.append(f"{phase} memory-bound layers: {', '.join(llm[key]) or 'none'}")
+        lines.append(f"memory: {llm['memory_note']}")
     return "\n".join(lines)
 
 
@@ -118,10 +125,14 @@ def _llm_params(args) -> dict:
 def _run_analyze(args) -> int:
     from lowbit.roofline import analyze
 
+    from lowbit.roofline.llm import MemoryFitWarning
+
     if not args.workload:
         raise ValueError("give --workload NAME (or `calibrate`, or --bench-json FILE)")
-    result = analyze(args.workload, args.profile or "h100-sxm", args.precision,
-                     sparse=args.sparse, efficiency=args.efficiency, **_llm_params(args))
+    with warnings.catch_warnings():  # reported below, once, as an error line
+        warnings.simplefilter("ignore", MemoryFitWarning)
+        result = analyze(args.workload, args.profile or "h100-sxm", args.precision,
+                         sparse=args.sparse, efficiency=args.efficiency, **_llm_params(args))
     if args.plot:
         from lowbit.roofline.plots import plot_roofline
         plot = plot_roofline(result.device, results=result, path=args.plot,
@@ -133,166 +144,25 @@ def _run_analyze(args) -> int:
                               fmt="svg" if args.breakdown.lower().endswith(".svg") else "png")
         print(f"breakdown plot: {plot.path}", file=sys.stderr)
     print(result.to_json() if args.json else _table(result))
+    if result.llm and result.llm.get("fits") is False:
+        print(f"lowbit: error: {result.llm['model']} at {result.llm['precision']}, batch "
+              f"{result.llm['batch']}: {result.llm['memory_note']}", file=sys.stderr)
+        return 1
     return 0
 
 
 # --------------------------------------------------------------------------------------------
 # calibrate
 # --------------------------------------------------------------------------------------------
-def _cache_sizes() -> dict[str, int]:
-    """L1d / L2 / L3 sizes of cpu0 from sysfs (bytes); empty entries when unknown."""
-    out: dict[str, int] = {}
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
-    for idx in sorted(base.glob("index*")):
-        try:
-            level = (idx / "level").read_text().strip()
-            kind = (idx / "type").read_text().strip()
-            size = (idx / "size").read_text().strip()
-        except OSError:
-            continue
-        if kind == "Instruction":
-            continue
-        mult = {"K": 1024, "M": 1 << 20, "G": 1 << 30}.get(size[-1], 1)
-        out[f"L{level}"] = int(size.rstrip("KMG")) * mult
-    return out
-
-
-def _bandwidth(nbytes: int, seconds: float = 0.25) -> tuple[float, str]:
-    """Read bandwidth (bytes/s) of a buffer of ``nbytes`` on all kernel threads.
-
-    Uses the C loop (lowbit.kernels.peak.run_read) when the build has it, else numpy sums
-    on one thread per core (slower for small buffers: call overhead)."""
-    from lowbit.kernels import peak
-
-    nbytes = max(256, nbytes // 256 * 256)
-    if hasattr(peak, "run_read") and hasattr(peak, "read_bandwidth_buffer"):
-        try:
-            buf = peak.read_bandwidth_buffer(nbytes)
-            passes = 1
-            while True:
-                t0 = time.perf_counter()
-                peak.run_read(buf, passes)
-                dt = time.perf_counter() - t0
-                if dt > seconds / 5 or passes > 1 << 30:
-                    break
-                passes *= 4
-            passes = max(1, int(passes * seconds / 3 / max(dt, 1e-9)))
-            best = 0.0
-            for _ in range(3):
-                t0 = time.perf_counter()
-                done = peak.run_read(buf, passes)
-                best = max(best, done / (time.perf_counter() - t0))
-            return best, "C read loop (csrc/peak.c lb_read_bandwidth, all kernel threads)"
-        except (RuntimeError, AttributeError):
-            pass
-    return _numpy_bandwidth(nbytes, seconds), "numpy sums, one thread per core (fallback)"
-
-
-def _numpy_bandwidth(nbytes: int, seconds: float) -> float:
-    import concurrent.futures as cf
-
-    import numpy as np
-
-    threads = os.cpu_count() or 1
-    bufs = [np.ones(max(1, nbytes // 8 // threads), dtype=np.int64) for _ in range(threads)]
-
-    def work(buf, reps):
-        for _ in range(reps):
-            buf.sum()
-
-    reps = 1
-    with cf.ThreadPoolExecutor(threads) as pool:
-        while True:
-            t0 = time.perf_counter()
-            list(pool.map(work, bufs, [reps] * threads))
-            dt = time.perf_counter() - t0
-            if dt > seconds / 3 or reps > 1 << 24:
-                break
-            reps *= 4
-        return sum(b.nbytes for b in bufs) * reps / dt
-
-
 def _calibrate(args) -> int:
-    from lowbit.kernels import cpu_features, native, num_threads
-    from lowbit.kernels.peak import measure_peak
-    from lowbit.roofline.device import Device, MemoryLevel
-    from lowbit.roofline.profile_io import host_profile_path, save_device
-    from lowbit.simulator.profile_io import HOROWITZ_45NM
+    from lowbit.roofline_calibrate import FULL, QUICK, calibrate
 
-    if native.lib is None:
-        raise RuntimeError(f"calibrate needs the native extension: {native.IMPORT_ERROR}")
     start = time.perf_counter()
-    feats = set(cpu_features())
-    threads = num_threads()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    say = lambda msg: print(f"[{time.perf_counter() - start:5.1f} s] {msg}", flush=True)  # noqa: E731
-    say(f"calibrating {cpu}, {threads} kernel threads")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = f"measured by lowbit roofline calibrate on {stamp}"
-    peak, sources = {}, {}
-    kinds = (("fp32", "fp32_fma"), ("int8", "int8_vnni"))
 
-    def peaks(when: str) -> None:
-        # interference (a lost vCPU) only ever lowers a peak: keep the best of both ends
-        for prec, kind in kinds:
-            ops = measure_peak(kind, seconds=0.2, repeats=5)
-            if ops > 0:
-                peak[prec] = max(ops, peak.get(prec, 0.0))
-                sources[f"peak_tops.{prec}"] = (
-                    f"{measured}: csrc/peak.c {kind} register-resident loop on {threads} "
-                    "threads, best of 5 runs at the start and 5 at the end of calibration")
-                say(f"peak {prec:<5} ({kind}, {when}): {ops / 1e9:8.1f} GOP/s")
-            else:
-                say(f"peak {prec:<5} ({kind}): not supported by this CPU")
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:5.1f} s] {msg}", flush=True)
 
-    peaks("first")
-    if not peak:
-        raise RuntimeError("no peak loop ran on this CPU")
-    caches = _cache_sizes()
-    levels = []
-    plan = [("DRAM", max(256 << 20, 8 * caches.get("L3", 0)), None)]
-    for name, frac in (("L3", 4), ("L2", 2), ("L1", 2)):
-        if name in caches:
-            plan.append((name, caches[name] // frac, caches[name]))
-    for name, nbytes, cap in plan:
-        bw, how = _bandwidth(nbytes)
-        say(f"read bandwidth {name:<4} ({nbytes / 2**20:9.3f} MiB buffer): {bw / 1e9:8.1f} GB/s")
-        pj = (HOROWITZ_45NM.dram_pj_per_byte if cap is None
-              else HOROWITZ_45NM.sram_pj_per_byte(cap))
-        levels.append(MemoryLevel(name, bw, float(cap) if cap else None, pj))
-        sources[f"memory.{name}"] = (f"{measured}: {how}, best of 3 over a {nbytes} byte buffer"
-                                     + (f"; capacity {cap} bytes from sysfs (cpu0)" if cap else ""))
-        sources[f"memory.{name}.pj_per_byte"] = ("Horowitz ISSCC 2014 45 nm: DRAM 243.75 pJ/B; "
-                                                 "SRAM interpolated by size (simulator defaults)")
-    peaks("last")
-    vec_bytes = 64 if "avx512f" in feats else 32
-    tile = 32 * vec_bytes if vec_bytes == 64 else 16 * vec_bytes
-    sources["tile_bytes"] = (f"the vector register file of one core: "
-                             f"{tile // vec_bytes} x {vec_bytes}-byte registers")
-    pj_op = {"int8": HOROWITZ_45NM.mac_pj[8] / 2, "fp32": (3.7 + 0.9) / 2}
-    pj_op = {k: v for k, v in pj_op.items() if k in peak}
-    sources["energy.pj_per_op"] = ("Horowitz ISSCC 2014 45 nm: int8 MAC 0.23 pJ, fp32 MAC 3.7 + "
-                                   "0.9 pJ, halved per op (a 45 nm estimate, not measured)")
-    sources["efficiency.default"] = ("1.0: no efficiency measured yet; the register-resident "
-                                     "peaks are the ceilings")
-    sources["profile"] = f"{cpu}; {measured}; cpu features: {' '.join(sorted(feats))}"
-    missing = [m for m in ("bf16 (no bf16 peak loop in csrc/peak.c)",
-                           "binary (no popcount peak loop in csrc/peak.c)")]
-    device = Device(name="host", kind="cpu", peak=peak, memory=tuple(levels),
-                    tile_bytes=float(tile), pj_per_op=pj_op, efficiency={"default": 1.0},
-                    sources=sources)
-    path = Path(args.out) if args.out else host_profile_path()
-    save_device(device, path, header=f"Host roofline profile of {cpu}, {measured}.\n"
-                                     "Generated by `lowbit roofline calibrate`; do not edit, "
-                                     "rerun it.")
-    say(f"not measured: {'; '.join(missing)}")
+    _, path = calibrate(args.out, budget=QUICK if args.quick else FULL, say=say)
     say(f"host profile written to {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -300,61 +170,16 @@ def _calibrate(args) -> int:
 # --------------------------------------------------------------------------------------------
 # --bench-json
 # --------------------------------------------------------------------------------------------
-def kernel_bounds(data: dict, device) -> list[dict]:
-    """Per lowbit kernel and shape in a benchmark JSON dict: measured time, the roofline
-    bound on ``device``, and the fraction of the bound reached.
-
-    The bound uses the kernel's own (ops, bytes) from extra_info (the registry's cost
-    model). A benchmark reruns one set of operands, so its bytes are read from the smallest
-    memory level that holds them (the outermost if none): bound = max(ops / P, bytes / BW).
-    """
-    from lowbit.benchtable import summarize
-
-    rows = []
-    for group in summarize(data)["groups"]:
-        if not group["name"].startswith("gemm_"):  # simulator groups etc.: no GEMM shape
-            continue
-        for r in group["rows"]:
-            if r.get("family") != "lowbit":
-                continue
-            ceiling = KERNEL_CEILING.get(r["precision"])
-            ops, nbytes = float(r["ops"]), float(r["bytes"])
-            level = device.memory[0]
-            for lv in device.memory[1:]:
-                if lv.capacity_bytes is not None and nbytes <= lv.capacity_bytes:
-                    level = lv
-            row = {"group": group["name"], "m": group.get("m"), "n": group.get("n"),
-                   "k": group.get("k"), "impl": r["impl"], "precision": r["precision"],
-                   "isa": r.get("isa"), "ops": ops, "bytes": nbytes,
-                   "intensity": ops / nbytes, "measured_s": r["median_s"],
-                   "measured_ops_s": ops / r["median_s"], "ceiling": None,
-                   "level": level.name, "bound_s": None, "bound": None, "fraction": None}
-            if ceiling is not None and ceiling in device.peak:
-                t_c = ops / device.peak[ceiling]
-                t_m = nbytes / level.bandwidth
-                row.update(ceiling=ceiling, bound_s=max(t_c, t_m),
-                           bound="compute" if t_c >= t_m else f"memory:{level.name}")
-                row["fraction"] = row["bound_s"] / r["median_s"]
-            rows.append(row)
-    return rows
-
-
-def _largest(rows: list[dict]) -> dict[str, dict]:
-    """Per (op, impl): the row of the largest shape (most ops)."""
-    best: dict[str, dict] = {}
-    for r in rows:
-        key = f"{r['group'].split('-')[0]} {r['impl']}"
-        if key not in best or r["ops"] > best[key]["ops"]:
-            best[key] = r
-    return best
-
-
 def _run_bench_json(args) -> int:
     from lowbit.roofline.profile_io import get_device
+    from lowbit.roofline_bench import (OPTIMIZED_ISAS, TARGET_FRACTION, kernel_bounds,
+                                       largest_shapes, session_ceilings)
 
     path = Path(args.bench_json)
     data = json.loads(path.read_text(encoding="utf-8"))
     device = get_device(args.profile or "host")
+    if args.ceilings == "session":
+        device = session_ceilings(data, device)
     rows = kernel_bounds(data, device)
     if args.plot:
         from lowbit.roofline.plots import KernelPoint, plot_roofline
@@ -367,23 +192,36 @@ def _run_bench_json(args) -> int:
     if args.json:
         print(json.dumps({"profile": device.name, "kernels": rows}, indent=1))
         return 0
-    head = (f"{'group':<28} {'impl':<22} {'measured us':>12} {'bound us':>10} {'bound':<12} "
-            f"{'of bound':>8}")
-    print(f"lowbit kernels against the {device.name} roofline ({path})")
+    head = (f"{'group':<27} {'impl':<20} {'measured us':>11} {'bound us':>10} "
+            f"{'bound':<11} {'ceiling':<23} {'of bound':>8}")
+    print(f"lowbit kernels against the {device.name} roofline ({path}); each variant against "
+          "the ceiling of the instructions it uses")
     print(head)
     print("-" * len(head))
     for r in rows:
         frac = f"{r['fraction']:.0%}" if r["fraction"] is not None else "n/a"
         bound_us = f"{r['bound_s'] * 1e6:10.1f}" if r["bound_s"] else f"{'n/a':>10}"
-        print(f"{r['group'][:28]:<28} {r['impl'][:22]:<22} {r['measured_s'] * 1e6:>12.1f} "
-              f"{bound_us} {r['bound'] or 'no ceiling':<12} {frac:>8}")
+        print(f"{r['group'][:27]:<27} {r['impl'][:20]:<20} {r['measured_s'] * 1e6:>11.1f} "
+              f"{bound_us} {r['bound'] or 'n/a':<11} {r['ceiling'] or 'none':<23} {frac:>8}")
+    missing = sorted({f"{r['op']}[{r['isa']}]: {r['ceiling_why']}" for r in rows
+                      if r["fraction"] is None})
+    if missing:
+        print("\nno fraction (no ceiling):\n" + "\n".join(f"  {m}" for m in missing))
     if any(r["fraction"] is not None and r["fraction"] > 1 for r in rows):
-        print("\nnote: fractions above 100% mean the profile's ceiling is below what the kernel "
-              "reached: recalibrate on an idle machine (`lowbit roofline calibrate`)")
-    print("\nlargest shape per kernel:")
-    for key, r in sorted(_largest(rows).items()):
-        frac = f"{r['fraction']:.0%}" if r["fraction"] is not None else "n/a (no ceiling)"
-        print(f"  {key:<40} {r['group']:<28} {frac}")
+        source = ("the benchmark session's peak / bandwidth loops" if args.ceilings == "session"
+                  else "the calibration (`lowbit roofline calibrate`)")
+        print(f"\nnote: fractions above 100% mean the ceiling is below what the kernel reached: "
+              f"{source} ran while other work took the cores; rerun it on a quieter machine")
+    print(f"\nlargest shape per kernel (target: optimized variants, "
+          f"{', '.join(OPTIMIZED_ISAS)}, >= {TARGET_FRACTION:.0%} of their bound):")
+    for key, r in sorted(largest_shapes(rows).items()):
+        if r["fraction"] is None:
+            verdict = "n/a (no ceiling)"
+        else:
+            verdict = f"{r['fraction']:.0%}"
+            if r["isa"] in OPTIMIZED_ISAS:
+                verdict += " met" if r["fraction"] >= TARGET_FRACTION else " MISSED"
+        print(f"  {key:<34} {r['group']:<27} {r['bound'] or '':<11} {verdict}")
     return 0
 
 
@@ -395,4 +233,4 @@ def run(args) -> int:
     return _run_analyze(args)
 
 
-__all__ = ["add_parser", "run", "kernel_bounds", "KERNEL_CEILING"]
+__all__ = ["add_parser", "run"]

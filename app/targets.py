@@ -12,6 +12,11 @@ gemm_w4a16 and gemm_w4a8 (int4 weights, group 32, float16 scales), each:
     best lowbit >= 80% of the measured DRAM read bandwidth (dram_read)      at 1x16384x8192
         (weights larger than the L3: the effective bytes/s of the call, its cost model's
         bytes, which are the int4 weights and scales plus 0.1% of activations and output)
+spmm_csr (CSR weights 4096 x 4096 x activations 4096 x 128, group per density):
+    best lowbit >= 2x scipy_csr (float32, the same matrix)                   at 10%
+    and, not a goal, ``csr_crossover``: per density the speed of the best lowbit CSR
+    variant over lowbit's dense int8 GEMM on the equivalent dense weights, and the densities
+    at which CSR is the faster
 gemm_sparse24 (int8 x 2:4 sparse int8 weights; a ratio of times, so the same work):
     best lowbit >= 1.6x lowbit_int8_dense (gemm_int8 on the same 2:4 matrix)  at 1x4096x4096
     best lowbit >= 1.3x lowbit_int8_dense                                   at 128x4096x4096
@@ -28,8 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES, SPARSE24_OP,
-                                 W4A8_OP, W4A16_OP, gemm_group)
+from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES,
+                                 SPARSE24_OP, SPMM_CSR_DENSITIES, SPMM_CSR_OP,
+                                 SPMM_CSR_SHAPE, W4A8_OP, W4A16_OP, gemm_group,
+                                 spmm_csr_group)
 
 from . import benchtable
 
@@ -48,10 +55,11 @@ class Target:
     op: str = GEMM_OP                # whose benchmark group it reads
     ceiling: str | None = None       # with no baselines: None = the int8_vnni peak (ops/s),
     #                                  "dram_read" = the read bandwidth (bytes/s)
+    group_name: str | None = None    # a group not named by its shape (spmm_csr: density)
 
     @property
     def group(self) -> str:
-        return gemm_group(*self.shape, op=self.op)
+        return self.group_name or gemm_group(*self.shape, op=self.op)
 
 
 def default_targets() -> list[Target]:
@@ -71,10 +79,56 @@ def default_targets() -> list[Target]:
                                 W4_BASELINES, op=op))
         found.append(Target(f"best lowbit {short} / DRAM read bandwidth", (1, 16384, 8192),
                             0.8, op=op, ceiling=BANDWIDTH_KIND))
+    n_out, k, b = SPMM_CSR_SHAPE
+    found.append(Target("best lowbit csr vs scipy_csr", (b, n_out, k), 2.0, ("scipy_csr",),
+                        op=SPMM_CSR_OP, group_name=spmm_csr_group(0.1)))
     for shape, goal in (((1, 4096, 4096), 1.6), ((128, 4096, 4096), 1.3)):
         found.append(Target("best lowbit sparse24 vs own dense int8", shape, goal,
                             SPARSE24_BASELINES, op=SPARSE24_OP))
     return found
+
+
+CSR_DENSE_BASELINE = "lowbit_int8"  # lowbit's dense int8 GEMM on the same weights
+
+
+def csr_crossover(summary: dict) -> dict:
+    """Where CSR beats dense int8: per spmm_csr density measured, the ratio within each pass
+    of lowbit_int8's median over the fastest lowbit CSR variant's (> 1: CSR is faster),
+    median (min, max) over passes; ``faster_at``: the densities whose median is >= 1."""
+    groups = {g["name"]: g for g in summary["groups"]}
+    rows = []
+    for density in SPMM_CSR_DENSITIES:
+        group = groups.get(spmm_csr_group(density))
+        ratios = [p["ratio"] for p in benchtable.pass_ratios(group, (CSR_DENSE_BASELINE,))] \
+            if group else []
+        if ratios:
+            median, low, high = benchtable.spread(ratios)
+            rows.append({"density": density, "group": group["name"], "speedup": median,
+                         "min": low, "max": high, "passes": len(ratios)})
+    return {"baseline": CSR_DENSE_BASELINE, "densities": rows,
+            "faster_at": [r["density"] for r in rows if r["speedup"] >= 1.0]}
+
+
+def crossover_text(crossover: dict) -> str | None:
+    """One paragraph stating the densities at which CSR beats dense int8, or None."""
+    rows = crossover["densities"]
+    if not rows:
+        return None
+    faster = crossover["faster_at"]
+    each = ", ".join(f"{100 * r['density']:g}% {r['speedup']:.2f}x" for r in rows)
+    slower = [r["density"] for r in rows if r["density"] not in faster]
+    if not faster:
+        verdict = "CSR is slower than dense int8 at every density measured."
+    elif not slower:
+        verdict = "CSR beats dense int8 at every density measured."
+    elif max(faster) < min(slower):
+        verdict = (f"CSR beats dense int8 at {100 * max(faster):g}% density and below; dense "
+                   f"int8 is faster from {100 * min(slower):g}%.")
+    else:  # not monotone in density: say exactly what was measured
+        verdict = ("CSR beats dense int8 at " + ", ".join(f"{100 * d:g}%" for d in faster)
+                   + " density, not at " + ", ".join(f"{100 * d:g}%" for d in slower) + ".")
+    return (f"spmm_csr vs dense int8 ({crossover['baseline']} on the equivalent dense "
+            f"weights; dense time / CSR time, median over passes): {each}. {verdict}")
 
 
 def _evaluate(target: Target, groups: dict[str, dict], peak: dict, bandwidth: dict) -> dict:

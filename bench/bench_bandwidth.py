@@ -1,4 +1,4 @@
-"""DRAM read bandwidth (group ``bandwidth``): a STREAM-like read of a 256 MiB buffer by both
+"""DRAM read bandwidth (group ``bandwidth``): a STREAM-like read of a 1 GiB buffer by both
 cores (lowbit.kernels.peak.run_read), the ceiling of the DRAM-bound int4 GEMV targets.
 
 Measured at the start of the session and at its end (conftest orders them), like the peak

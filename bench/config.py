@@ -38,6 +38,12 @@ W4_SHAPES = (
 )
 W4_GROUP_SIZE = 32
 
+# CSR sparse weights [N_out, K] x dense activations [K, B] (spmm_csr): one group per density
+# of nonzeros, ``spmm_csr-<density>`` (e.g. ``spmm_csr-10%``). As a GEMM out^T = x^T W^T it is
+# M = B, N = N_out, K: the shape its dense int8 baseline runs.
+SPMM_CSR_SHAPE = (4096, 4096, 128)                 # N_out, K, B
+SPMM_CSR_DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.01)
+
 # 2:4 sparse weights (gemm_sparse24): int8 weights magnitude-pruned to 2:4, against lowbit's
 # dense int8 GEMM on the same (dense-stored) 2:4 matrix and NumPy fp32.
 SPARSE24_SHAPES = (
@@ -50,23 +56,36 @@ GEMM_OP = "gemm_int8"
 BINARY_OP = "gemm_binary"
 W4A16_OP = "gemm_w4a16"
 W4A8_OP = "gemm_w4a8"
+SPMM_CSR_OP = "spmm_csr"
 SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
           W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
 SPARSE24_OP = "gemm_sparse24"
 SHAPES[SPARSE24_OP] = SPARSE24_SHAPES
 PEAK_GROUP = "peak"
-PEAK_KINDS = ("int8_vnni", "fp32_fma")
+# int8_vnni and fp32_fma: the "% of peak" of the int8 kernels and the fp32 baselines; then the
+# per-ISA ceilings (lowbit.kernels.peak.PEAKS) the roofline judges each kernel variant against
+PEAK_KINDS = ("int8_vnni", "fp32_fma", "int8_avx512_maddwd", "int8_avx512_maddubs",
+              "int8_avx2_maddwd", "int8_avx2_maddubs", "int8_sse2_maddwd", "fp32_avx512_fma",
+              "fp32_avx2_fma", "fp32_sse2_muladd", "bf16_avx512_bf16", "binary_avx512_vpopcntdq",
+              "binary_avx2_lut", "binary_popcnt")
 PEAK_WHEN = ("first", "last")  # peak loops run at both ends of the session
 # STREAM-like read of a buffer past the L3 by both cores (lowbit.kernels.peak.run_read), also
 # at both ends of the session: the ceiling of the DRAM-bound int4 GEMV targets.
 BANDWIDTH_GROUP = "bandwidth"
 BANDWIDTH_KIND = "dram_read"
-BANDWIDTH_BYTES = 256 << 20
+# 1 GiB: a 256 MiB buffer read up to 72 GB/s on this VM (vCPUs that migrate between core
+# complexes find part of it in their L3s); a 1 GiB one stays at the DRAM figure (34-39 GB/s).
+BANDWIDTH_BYTES = 1 << 30
 
 
 def gemm_group(m: int, n: int, k: int, op: str = GEMM_OP) -> str:
     """The benchmark group of one GEMM shape of ``op``, e.g. ``gemm_int8-1024x1024x1024``."""
     return f"{op}-{m}x{n}x{k}"
+
+
+def spmm_csr_group(density: float) -> str:
+    """The benchmark group of one spmm_csr density, e.g. ``spmm_csr-10%``."""
+    return f"{SPMM_CSR_OP}-{100 * density:g}%"
 
 
 @dataclass(frozen=True)

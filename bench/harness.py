@@ -6,7 +6,8 @@ of them alike instead of one; the report compares implementations within a pass.
 built and weights packed once per shape (``Impl.prepare``, in the first pass that reaches an
 implementation), outside the timed call. Rounds per pass come from the budget; a call of at
 least ``budget.slow_call`` (portable C, Numba at the largest shapes) is timed once, in that
-first pass only: later passes skip it.
+first pass only: later passes skip it. ``run_group_case`` does the same for groups that are
+not one GEMM shape (spmm_csr: one group per density).
 """
 from __future__ import annotations
 
@@ -59,10 +60,18 @@ def _call_seconds(call, slow: float) -> float:
 def run_case(benchmark, budget, shape, pass_no: int, impl) -> None:
     """Time one implementation in one pass of its group (``impl.op`` at ``shape``)."""
     m, n, k = shape
-    _Group.enter((impl.op, shape))
+    run_group_case(benchmark, budget, gemm_group(m, n, k, op=impl.op), pass_no, impl,
+                   lambda: PROBLEMS[impl.op](m, n, k), lambda problem: impl.info(m, n, k))
+
+
+def run_group_case(benchmark, budget, group: str, pass_no: int, impl, make_problem,
+                   info) -> None:
+    """Time ``impl`` in one pass of ``group``. ``make_problem()`` gives the group's operands
+    (asked on the implementation's first pass), ``info(problem)`` its extra_info."""
+    _Group.enter((impl.op, group))
     call = _Group.calls.get(impl.name)
-    if call is None:  # first pass of this implementation at this shape
-        call = _Group.calls[impl.name] = impl.prepare(PROBLEMS[impl.op](m, n, k))
+    if call is None:  # first pass of this implementation in this group
+        call = _Group.calls[impl.name] = impl.prepare(make_problem())
         seconds = _Group.seconds[impl.name] = _call_seconds(call, budget.slow_call)
     else:
         seconds = _Group.seconds[impl.name]
@@ -70,10 +79,10 @@ def run_case(benchmark, budget, shape, pass_no: int, impl) -> None:
             pytest.skip(f"{seconds:.2f} s per call: timed in its first pass only")
         if seconds < budget.pass_seconds / 4:
             call()  # warm-up: the group's other implementations ran since the last pass
-    benchmark.group = gemm_group(m, n, k, op=impl.op)
-    info = impl.info(m, n, k)
-    benchmark.extra_info.update(info)
+    benchmark.group = group
+    extra = info(make_problem())
+    benchmark.extra_info.update(extra)
     benchmark.extra_info.update({"pass": pass_no, "passes": budget.passes})
     benchmark.pedantic(call, rounds=budget.rounds(seconds), iterations=1, warmup_rounds=0)
     median = benchmark.stats.stats.median
-    benchmark.extra_info["gops"] = info["ops"] / median / 1e9 if median > 0 else None
+    benchmark.extra_info["gops"] = extra["ops"] / median / 1e9 if median > 0 else None

@@ -23,7 +23,8 @@ from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8, gem
 from lowbit.kernels.gemm_int4 import bf16_to_f32
 from lowbit.kernels.registry import ISA_RANK
 
-from .config import BINARY_OP, GEMM_OP, SPARSE24_OP, W4_GROUP_SIZE, W4A8_OP, W4A16_OP
+from .config import (BINARY_OP, GEMM_OP, SPARSE24_OP, SPMM_CSR_OP, W4_GROUP_SIZE, W4A8_OP,
+                     W4A16_OP)
 
 SEED = 20240601
 
@@ -500,6 +501,9 @@ def all_impls(op: str = GEMM_OP) -> list[Impl]:
         return sparse24_impls()
     if op in (W4A16_OP, W4A8_OP):
         return w4_impls(op)
+    if op == SPMM_CSR_OP:  # its own module: the groups are densities, not GEMM shapes
+        from .impls_csr import csr_impls
+        return csr_impls()
     if op != GEMM_OP:
         raise ValueError(f"op: no benchmark implementations for {op!r}")
     return lowbit_impls() + list(BASELINES)
@@ -517,7 +521,7 @@ def pass_order(op: str = GEMM_OP) -> list[Impl]:
     fallbacks last: what the speed targets compare runs within about a second in every pass.
     """
     impls = all_impls(op)
-    rank = {"lowbit": 0, "int4": 1, "int8": 1, "fp32": 2, "scalar": 3}
+    rank = {"lowbit": 0, "int4": 1, "int8": 1, "dense_int8": 1, "fp32": 2, "scalar": 3}
 
     def key(item):
         i, impl = item

@@ -62,6 +62,19 @@ int lb_gemm_binary_force_generic_popcount(int on);
 /* Register-resident peak loops, run on all pool threads; return ops done. */
 double lb_peak_int8_vnni(int64_t iters);
 double lb_peak_fp32_fma(int64_t iters);
+/* The per-ISA ceilings (csrc/peak.c lists the instructions of each); 0 when unsupported. */
+double lb_peak_int8_avx512_maddwd(int64_t iters);
+double lb_peak_int8_avx512_maddubs(int64_t iters);
+double lb_peak_int8_avx2_maddwd(int64_t iters);
+double lb_peak_int8_avx2_maddubs(int64_t iters);
+double lb_peak_int8_sse2_maddwd(int64_t iters);
+double lb_peak_fp32_avx512_fma(int64_t iters);
+double lb_peak_fp32_avx2_fma(int64_t iters);
+double lb_peak_fp32_sse2_muladd(int64_t iters);
+double lb_peak_bf16_avx512_bf16(int64_t iters);
+double lb_peak_binary_avx512_vpopcntdq(int64_t iters);
+double lb_peak_binary_avx2_lut(int64_t iters);
+double lb_peak_binary_popcnt(int64_t iters);
 
 /* Grouped 4-bit weights (lowbit.kernels.formats.INT4_PANELS / UINT4_PANELS): nibble n in
  * [0, 15], value v = n - z with z = 8 (int4) or the group's zero point (uint4); the weight is
@@ -97,6 +110,30 @@ int lb_gemm_w4a8_selected(void);
 /* STREAM-like read of nbytes (a multiple of 256, buf 64-byte aligned) by all pool threads,
  * passes times, chunks claimed dynamically; returns the bytes read (nbytes * passes). */
 double lb_read_bandwidth(const void *buf, int64_t nbytes, int64_t passes);
+
+/* CSR sparse weights x dense activations (lowbit.kernels.format_csr.CSR_ROWS):
+ *   out[i, c] = sum over p in [row_ptr[i], row_ptr[i + 1]) of values[p] * x[col_idx[p], c]
+ * Every row holds a multiple of 4 entries (padding: value 0, a valid column index).
+ * int8 values and activations (f32 = 0) give exact int32 (wrapping arithmetic: exact
+ * whenever the true result fits in int32; the wrapper checks); float32 (f32 = 1) give float32
+ * summed in float32. row_sum: int8 only, the sum of each row's values (the VNNI variant's
+ * offset correction), else NULL. The struct is built once per packed matrix. */
+typedef struct {
+    int64_t n_rows, k;
+    const int64_t *row_ptr;   /* [n_rows + 1] */
+    const int32_t *col_idx;   /* [row_ptr[n_rows]], each in [0, k) */
+    const void *values;       /* int8 or float32 [row_ptr[n_rows]] */
+    const int32_t *row_sum;   /* [n_rows] (int8) or NULL (float32) */
+    int32_t f32;              /* 1: float32 values and activations, 0: int8 */
+} lb_csr_weights;
+
+/* x: [k, b] int8 or float32, rows ldx elements apart, unit stride in b; out: [n_rows, b]
+ * int32 or float32, rows ldo elements apart. isa < 0 runs lb_spmm_csr_selected(w->f32).
+ * Returns 0 or a negative code. */
+int lb_spmm_csr(int isa, const lb_csr_weights *w, int64_t b, const void *x, int64_t ldx,
+                void *out, int64_t ldo);
+int lb_spmm_csr_supported(int isa, int32_t f32);  /* spmm_csr has variant isa for this dtype */
+int lb_spmm_csr_selected(int32_t f32);            /* best usable variant for this dtype */
 
 /* 2:4 sparse weights (lowbit.kernels.format_sparse24.SPARSE24_PANELS): per column, every
  * group of 4 K values keeps 2 values and their 2-bit indices. Layout: csrc/gemm_sparse24.c. */

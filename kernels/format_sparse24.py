@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .formats import ALIGN, _PackedMatrix, aligned_empty, register_format
+from .formats import ALIGN, FORMATS, _PackedMatrix, aligned_empty
 
 VALUE_DTYPES = ("int8", "float32")
 GROUP = 4       # K values per group
@@ -96,6 +96,10 @@ class Sparse24Panels:
     def meta_shape(self, k: int, n: int) -> tuple[int, int, int]:
         """Shape of the uint32 metadata words: (panels, K/32, 64)."""
         return (-(-n // self.nr), self.blocks(k), self.nr)
+
+    def pack_matrix(self, w: np.ndarray, layout: str) -> "PackedSparse24Weights":
+        """``pack_weights(w, "sparse24", layout=...)``: see ``pack_sparse24``."""
+        return pack_sparse24(w, layout)
 
     def nbytes(self, k: int, n: int, dtype) -> int:
         """Bytes of the packed values and metadata (padding included)."""
@@ -322,4 +326,6 @@ def prune_24(w: np.ndarray, *, layout: str = "kn") -> np.ndarray:
     return np.ascontiguousarray(out if layout == "kn" else out.T)
 
 
-register_format(SPARSE24_PANELS, pack_sparse24)
+# Listed beside the formats of formats.py (which cannot import this module: it imports
+# formats); pack_weights finds the packer through Sparse24Panels.pack_matrix.
+FORMATS.setdefault(SPARSE24_PANELS.name, SPARSE24_PANELS)

@@ -295,16 +295,6 @@ INT4_PANELS = Int4Panels()
 UINT4_PANELS = Int4Panels(name="uint4", zero_point=True, value_rule="v = n - z[g, j]")
 FORMATS = {INT8_PANELS.name: INT8_PANELS, BINARY_PANELS.name: BINARY_PANELS,
            INT4_PANELS.name: INT4_PANELS, UINT4_PANELS.name: UINT4_PANELS}
-# Formats defined in their own modules (e.g. format_sparse24) register here on import
-# (lowbit.kernels imports them), so this module never imports them: no import cycle.
-_PACKERS: dict = {}  # format name -> packer(w, layout)
-
-
-def register_format(spec, packer) -> None:
-    """Add ``spec`` to FORMATS; ``pack_weights(w, spec.name, layout=...)`` calls
-    ``packer(w, layout)``."""
-    FORMATS[spec.name] = spec
-    _PACKERS[spec.name] = packer
 
 
 class _PackedMatrix:
@@ -653,6 +643,9 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
             already-quantized integers with ``scales`` (and ``zero_points`` for uint4):
             int4 takes values v in [-8, 7], uint4 nibbles n in [0, 15] (v = n - zero point).
             Gives PackedInt4Weights for ``gemm_w4a16`` / ``gemm_w4a8``.
+            ``fmt="csr"``: int8 or float32, dense or ``scipy.sparse``; gives
+            PackedCsrWeights [N_out, K] for ``spmm_csr`` (``format_csr.pack_csr``; pass
+            ``layout="nk"`` when the rows of w are the outputs).
             ``fmt="sparse24"``: an int8 or float32 matrix that is 2:4 sparse along K
             (``lowbit.kernels.format_sparse24``), gives PackedSparse24Weights.
         fmt: storage format name; one of ``lowbit.kernels.formats.FORMATS``.
@@ -682,10 +675,10 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
              if v is not None]
     if extra:
         raise ValueError(f"{extra[0]}: only for the int4 and uint4 formats, not {fmt!r}")
+    if hasattr(spec, "pack_matrix"):  # formats defined in their own module (csr, sparse24)
+        return spec.pack_matrix(w, layout)
     if fmt == BINARY_PANELS.name:
         return _pack_binary(w, layout)
-    if fmt in _PACKERS:
-        return _PACKERS[fmt](w, layout)
     if not isinstance(w, np.ndarray):
         raise TypeError(f"w: expected a numpy.ndarray, got {type(w).__name__}")
     if w.dtype != np.int8:

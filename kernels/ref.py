@@ -176,6 +176,52 @@ def gemm_w4a8(a: np.ndarray, values: np.ndarray, scales: np.ndarray, group_size:
     return w4a8_from_acc(w4a8_group_acc(a, values, group_size), scales, a_scale)
 
 
+# --- CSR sparse x dense (spmm_csr) --------------------------------------------------------
+#
+# float32 spmm_csr sums, per output element, the products of a row's nonzeros with x in
+# float32, each variant in its own order (sequentially per column, with or without FMA).
+# With n = row nonzeros + 1 rounding steps on the path of any term, the recursive-summation
+# bound gives |got - exact| <= gamma_n sum |w x| <= SPMM_CSR_F32_RTOL_PER_STEP * n *
+# sum |w x| (gamma_n <= 1.01 n u for n u < 0.01), plus, for results in the subnormal range,
+# at most half the smallest subnormal 2^-149 per step (gradual underflow: nothing is
+# flushed), bounded by n * 2^-149. Padding entries add w x = 0 exactly.
+SPMM_CSR_F32_RTOL_PER_STEP = 1.01 * FLOAT32_UNIT_ROUNDOFF
+FLOAT32_MIN_SUBNORMAL = 2.0 ** -149
+
+
+def _csr_dense(row_ptr: np.ndarray, col_idx: np.ndarray, values: np.ndarray, k: int,
+               wide) -> np.ndarray:
+    """The dense [N_out, K] matrix of CSR arrays in dtype ``wide`` (duplicates add up)."""
+    n_out = len(row_ptr) - 1
+    dense = np.zeros((n_out, k), wide)
+    rows = np.repeat(np.arange(n_out), np.diff(row_ptr))
+    np.add.at(dense, (rows, col_idx), values.astype(wide))
+    return dense
+
+
+def spmm_csr(row_ptr: np.ndarray, col_idx: np.ndarray, values: np.ndarray, k: int,
+             x: np.ndarray) -> np.ndarray:
+    """out = W @ x for W [N_out, K] in CSR (row_ptr, col_idx, values; stored zeros add
+    nothing) and x [K, B]: int8 values and x give the exact int32 product (OverflowError if
+    it leaves int32), float32 the float64 product rounded to float32."""
+    if values.dtype == np.int8:
+        acc = _csr_dense(row_ptr, col_idx, values, k, np.int64) @ x.astype(np.int64)
+        if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+            raise OverflowError("the exact spmm_csr result does not fit in int32")
+        return acc.astype(np.int32)
+    return (_csr_dense(row_ptr, col_idx, values, k, np.float64)
+            @ x.astype(np.float64)).astype(np.float32)
+
+
+def spmm_csr_tolerance(row_ptr: np.ndarray, col_idx: np.ndarray, values: np.ndarray, k: int,
+                       x: np.ndarray) -> np.ndarray:
+    """Elementwise bound on |got - ref.spmm_csr| for float32 (see the comment above)."""
+    w_abs = _csr_dense(row_ptr, col_idx, np.abs(values), k, np.float64)
+    steps = (w_abs != 0).sum(axis=1)[:, None] + 1.0
+    return (SPMM_CSR_F32_RTOL_PER_STEP * steps * (w_abs @ np.abs(x.astype(np.float64)))
+            + steps * FLOAT32_MIN_SUBNORMAL)
+
+
 # --- 2:4 sparse weights (gemm_sparse24) ---------------------------------------------------
 #
 # The reference reads the compressed form (``PackedSparse24Weights.kept()``): kept values

@@ -3,7 +3,8 @@
 Parts: ``device`` (the Device record), ``profile_io`` (TOML devices in ``profiles/``, the
 simulator's NPU profiles through ``from_npu``, the calibrated host profile), ``precision``
 (operand widths), ``model`` (per-layer bound, latency, energy: ``analyze``), ``llm``
-(prefill / decode, batch, context, KV cache) and ``plots`` (matplotlib, imported on use).
+(prefill / decode, batch, context, KV cache, device-memory fit) and ``plots`` (matplotlib,
+imported on use).
 
     >>> from lowbit.roofline import analyze
     >>> r = analyze("llama2-7b-decode", "h100-sxm", precision="w4a16")
@@ -16,7 +17,8 @@ from __future__ import annotations
 import importlib
 
 from .device import Device, DeviceError, MemoryLevel, PRECISIONS
-from .llm import LLAMA2_7B, llm_report, llm_workload
+from .llm import (LLAMA2_7B, LLAMA2_70B, MemoryFitWarning, llm_report, llm_workload, memory_fit,
+                  weight_bytes)
 from .model import LayerRoofline, RooflineResult, Totals, analyze, gemm_traffic
 from .precision import Precision, parse_precision
 from .profile_io import (all_names, device_names, from_npu, get_device, host_profile_path,
@@ -25,7 +27,8 @@ from .profile_io import (all_names, device_names, from_npu, get_device, host_pro
 _LAZY = {"plot_roofline": "plots", "plot_breakdown": "plots", "plot_llm_precisions": "plots",
          "plot_tokens_vs_batch": "plots", "plots": None}
 
-__all__ = ["analyze", "llm_report", "llm_workload", "LLAMA2_7B", "Device", "DeviceError",
+__all__ = ["analyze", "llm_report", "llm_workload", "LLAMA2_7B", "LLAMA2_70B", "MemoryFitWarning",
+           "memory_fit", "weight_bytes", "Device", "DeviceError",
            "MemoryLevel", "PRECISIONS", "Precision", "parse_precision", "LayerRoofline",
            "RooflineResult", "Totals", "gemm_traffic", "all_names", "device_names", "from_npu",
            "get_device", "host_profile_path", "load_device", "save_device", "plot_roofline",

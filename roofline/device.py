@@ -1,10 +1,12 @@
 """Roofline devices: one frozen, validated record per chip (GPU, NPU or CPU).
 
 A device is what the roofline needs and nothing more: a compute ceiling per precision (dense
-and, where the hardware has it, 2:4-sparse), a list of memory levels from the outermost (DRAM
-/ HBM) inwards (L2 / LLC / on-chip SRAM, ...), each with its read bandwidth, capacity and
-energy per byte, the energy per operation per precision, the board power, and the efficiency
-U assumed when no simulator or measurement supplies one.
+and, where the hardware has it, 2:4-sparse), optionally per precision and instruction-set
+variant (a CPU's VNNI, AVX-512, AVX2, SSE2, ... ceilings: what a kernel using only those
+instructions can reach), a list of memory levels from the outermost (DRAM / HBM) inwards
+(L2 / LLC / on-chip SRAM, ...), each with its read bandwidth, capacity and energy per byte,
+the energy per operation per precision, the board power, and the efficiency U assumed when
+no simulator or measurement supplies one.
 
 Files are read by ``lowbit.roofline.profile_io`` only; this module holds the records and
 their checks. Every check raises ``DeviceError`` naming the file (when loaded from one) and
@@ -16,6 +18,7 @@ picojoules, watts.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -25,6 +28,8 @@ from lowbit.simulator.hardware import ProfileError
 # Compute precisions a ceiling may be given for. "binary" is 1-bit XNOR-popcount.
 PRECISIONS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "binary")
 KINDS = ("gpu", "npu", "cpu")
+# An ISA variant's name: lower case, digits and underscores (avx512_vnni, sse2_maddwd, neon).
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 # A precision the device has no ceiling for runs at the first listed one it has (the
 # narrow types fall back to wider units; bf16 and fp16 share the tensor cores).
@@ -97,6 +102,9 @@ class Device:
     file + shared memory of one SM; CPU: the L1 of one core; NPU: the array's buffers).
     pj_per_op: precision -> energy of one op. efficiency: "default" and optional
     per-precision U in (0, 1], used when no simulator / measurement gives one.
+    isa_peak: precision -> ISA variant -> ops/s of that instruction family alone (CPU
+    profiles written by calibration); each is at most ``peak`` of its precision, which is
+    the best variant's.
     """
 
     name: str
@@ -108,6 +116,7 @@ class Device:
     sparse_peak: Mapping[str, float] = field(default_factory=dict)
     tdp_w: float | None = None
     efficiency: Mapping[str, float] = field(default_factory=lambda: {"default": 1.0})
+    isa_peak: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     path: str | None = None
     npu: object | None = field(default=None, compare=False, repr=False)  # simulator Profile
@@ -115,6 +124,9 @@ class Device:
     def __post_init__(self) -> None:
         for name in ("peak", "sparse_peak", "pj_per_op", "efficiency", "sources"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "isa_peak", MappingProxyType(
+            {p: MappingProxyType(dict(t)) if isinstance(t, Mapping) else t
+             for p, t in dict(self.isa_peak).items()}))
         object.__setattr__(self, "memory", tuple(self.memory))
         self.validate()
 
@@ -136,6 +148,7 @@ class Device:
         for prec in self.sparse_peak:
             if prec not in self.peak:
                 _fail(where, f"sparse_peak.{prec}", "has no dense peak to go with it")
+        self._validate_isa_peak(where)
         if not self.memory:
             _fail(where, "memory", "needs at least one level (the DRAM / HBM)")
         names = [m.name for m in self.memory]
@@ -160,7 +173,37 @@ class Device:
             if not _number(u) or not 0 < u <= 1:
                 _fail(where, f"efficiency.{key}", f"must lie in (0, 1], got {u!r}")
 
+    def _validate_isa_peak(self, where) -> None:
+        for prec, table in self.isa_peak.items():
+            name = f"isa_peak.{prec}"
+            if prec not in PRECISIONS:
+                _fail(where, name, f"unknown precision; known: {', '.join(PRECISIONS)}")
+            if prec not in self.peak:
+                _fail(where, name, "has no peak of its precision to go with it (the best "
+                                   "variant's ceiling)")
+            if not isinstance(table, Mapping) or not table:
+                _fail(where, name, f"must map ISA variants to ops/s, got {table!r}")
+            for variant, value in table.items():
+                at = f"{name}.{variant}"
+                if not isinstance(variant, str) or not VARIANT_NAME.fullmatch(variant):
+                    _fail(where, at, "variant names are lower case letters, digits and "
+                                     "underscores, starting with a letter")
+                _positive(where, at, value)
+                if value > self.peak[prec] * (1 + 1e-9):
+                    _fail(where, at, f"exceeds the {prec} peak ({value:.6g} > "
+                                     f"{self.peak[prec]:.6g} ops/s): that peak must be the "
+                                     "best variant's")
+
     # ---------------------------------------------------------------------------------------
+    def isa_peak_ops(self, precision: str, variant: str) -> float:
+        """Ops/s of ``precision`` on the instructions of ``variant`` (``isa_peak``)."""
+        table = self.isa_peak.get(precision)
+        if table is None or variant not in table:
+            have = ", ".join(f"{p}.{v}" for p, t in self.isa_peak.items() for v in t) or "none"
+            raise ValueError(f"device {self.name!r} has no {precision}.{variant} ceiling "
+                             f"(isa_peak: {have})")
+        return table[variant]
+
     def resolve(self, precision: str) -> str:
         """The precision whose ceiling ``precision`` runs at (itself or a listed fallback)."""
         if precision not in PRECISIONS:
@@ -193,16 +236,27 @@ class Device:
                     break
         return self.pj_per_op.get(p, 0.0) if p else 0.0
 
-    def default_efficiency(self, precision: str) -> float:
-        return self.efficiency.get(precision, self.efficiency["default"])
+    def efficiency_for(self, precision: str) -> tuple[float, str]:
+        """(U, source) the profile gives ``precision``: its own entry, else the default. The
+        source is "measured" when the entry's citation starts with "measured" (as the
+        calibrated host's do), else "default"."""
+        key = precision if precision in self.efficiency else "default"
+        measured = self.sources.get(f"efficiency.{key}", "").startswith("measured")
+        return self.efficiency[key], "measured" if measured else "default"
 
     @property
     def dram(self) -> MemoryLevel:
         return self.memory[0]
+
+    @property
+    def memory_capacity(self) -> float | None:
+        """Bytes of the outermost memory (device DRAM / HBM), None when the profile gives none."""
+        return self.memory[0].capacity_bytes
 
     def ridge_point(self, precision: str, level: int = 0, sparse: bool = False) -> float:
         """Intensity (ops/byte) where the ``level`` memory roof meets the compute ceiling."""
         return self.peak_ops(precision, sparse) / self.memory[level].bandwidth
 
 
-__all__ = ["Device", "DeviceError", "MemoryLevel", "PRECISIONS", "KINDS", "FALLBACK"]
+__all__ = ["Device", "DeviceError", "MemoryLevel", "PRECISIONS", "KINDS", "FALLBACK",
+           "VARIANT_NAME"]

@@ -243,7 +243,6 @@ def analyze_layers(workload: Workload, device: Device, precision: Precision | No
     sim_u: dict[str, tuple[float, str]] = {}
     if efficiency is None and device.npu is not None:
         sim_u = _simulated_utilization(workload, device, bits, dataflow)
-    measured = device.sources.get("efficiency.default", "").startswith("measured")
     levels = device.memory
     records = []
     for layer, b in zip(workload.layers, bits):
@@ -255,8 +254,7 @@ def analyze_layers(workload: Workload, device: Device, precision: Precision | No
         elif layer.name in sim_u:
             u, u_src = sim_u[layer.name]
         else:
-            u = device.default_efficiency(ceiling)
-            u_src = "measured" if measured or ceiling in device.efficiency else "default"
+            u, u_src = device.efficiency_for(ceiling)
         ops = 0.0
         traffic = [0.0] * len(levels)
         for g in layer.gemms():
@@ -311,7 +309,8 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
 
     Args:
         workload: a ``Workload``, a ``Layer``, a list of layers, a zoo name, or an LLM name
-            ("llama2-7b-decode", "llama2-7b-prefill", "llama2-7b": see ``lowbit.roofline.llm``).
+            ("llama2-7b-decode", "llama2-7b-prefill", "llama2-7b", the same for "llama2-70b":
+            see ``lowbit.roofline.llm``).
         profile: a ``Device``, a simulator ``Profile``, or a name: a roofline device
             (h100-sxm, a100-sxm, rtx-4090, jetson-orin-agx, tpu-v4), a simulator NPU
             (tpu-v1, edge-npu-32x32, ...), "host" (the calibrated CPU), or a TOML path.
@@ -323,7 +322,9 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
         **llm_params: for LLM workloads, ``batch`` (default 1), ``context`` (decode: KV
             length, default 2048) and ``prompt_len`` (prefill, default 512).
 
-    Returns a ``RooflineResult`` (``.layers``, ``.total``, ``.llm`` for LLM workloads).
+    Returns a ``RooflineResult`` (``.layers``, ``.total``, ``.llm`` for LLM workloads). An
+    LLM whose weights and KV cache exceed the device memory still gets its figures, with
+    ``llm["fits"]`` False and a ``MemoryFitWarning``.
 
     Example::
 

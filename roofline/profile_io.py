@@ -18,6 +18,10 @@ File layout (every figure cited in [sources]; a missing citation is an error)::
     [sparse_peak_tops]            # optional: 2:4 weight sparsity, dense-equivalent ops
     bf16 = 1978.9
 
+    [isa_peak_tops.int8]          # optional: per precision, per ISA variant (CPU profiles)
+    avx512_vnni = 1.95            # vpdpbusd zmm; peak_tops.int8 must be >= every variant
+    avx2_maddwd = 0.43            # vpmaddwd + vpaddd ymm
+
     [[memory]]                    # outermost first
     name = "HBM3"
     bandwidth_gbs = 3350.0        # 1e9 bytes/s
@@ -32,8 +36,18 @@ File layout (every figure cited in [sources]; a missing citation is an error)::
 
     [sources]                     # a citation for each figure
     "peak_tops.bf16" = "..."
+    "isa_peak_tops.int8.avx2_maddwd" = "..."
     "memory.HBM3" = "..."
     tdp_w = "..."
+
+``isa_peak_tops`` holds the ceiling of each instruction family a kernel variant may use: a
+kernel is judged against the ceiling of the instructions it issues (``lowbit roofline
+--bench-json``), not only the best one of its precision. ``lowbit roofline calibrate`` writes
+the variants of ``lowbit.kernels.peak.PEAKS`` (int8: avx512_vnni, avx512_maddwd,
+avx512_maddubs, avx2_maddwd, avx2_maddubs, sse2_maddwd; fp32: avx512_fma, avx2_fma,
+sse2_muladd; bf16: avx512_bf16; binary: avx512_vpopcntdq, avx2_lut, popcnt), with
+``peak_tops`` of each precision set to its best variant. Variant names are lower-case
+identifiers; a variant needs the precision's ``peak_tops`` entry and may not exceed it.
 
 Unknown keys are rejected with a close-match hint; every error names the file and the field.
 """
@@ -56,7 +70,8 @@ TERA = 1e12
 GIGA = 1e9
 
 _TOP_REQUIRED = ("name", "kind", "tile_bytes", "peak_tops", "memory")
-_TOP_OPTIONAL = ("tdp_w", "sparse_peak_tops", "energy", "efficiency", "sources")
+_TOP_OPTIONAL = ("tdp_w", "sparse_peak_tops", "isa_peak_tops", "energy", "efficiency",
+                 "sources")
 _LEVEL_REQUIRED = ("name", "bandwidth_gbs")
 _LEVEL_OPTIONAL = ("capacity_bytes", "pj_per_byte")
 _ENERGY_KEYS = ("pj_per_op",)
@@ -95,6 +110,26 @@ def _precision_table(where, name: str, table, scale: float = 1.0) -> dict[str, f
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(where, f"{name}.{prec}", f"must be a number, got {value!r}")
         out[prec] = value * scale
+    return out
+
+
+def _isa_peak_table(where, table) -> dict[str, dict[str, float]]:
+    """``[isa_peak_tops.<precision>]`` tables: variant -> 1e12 ops/s, as ops/s."""
+    out = {}
+    for prec, variants in _table(where, "isa_peak_tops", table).items():
+        if prec not in PRECISIONS:
+            close = difflib.get_close_matches(prec, PRECISIONS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(where, f"isa_peak_tops.{prec}",
+                  f"unknown precision{hint}; known: {', '.join(PRECISIONS)}")
+        name = f"isa_peak_tops.{prec}"
+        if not isinstance(variants, dict):
+            _fail(where, name, f"must be a table of ISA variants ([{name}]), got {variants!r}")
+        out[prec] = {}
+        for variant, value in variants.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                _fail(where, f"{name}.{variant}", f"must be a number, got {value!r}")
+            out[prec][variant] = value * TERA
     return out
 
 
@@ -140,6 +175,7 @@ def device_from_mapping(data: Mapping[str, Any], where: str | None = None) -> De
     _check_keys(where, "", data, _TOP_REQUIRED, _TOP_OPTIONAL)
     peak = _precision_table(where, "peak_tops", data["peak_tops"], TERA)
     sparse = _precision_table(where, "sparse_peak_tops", data.get("sparse_peak_tops", {}), TERA)
+    isa_peak = _isa_peak_table(where, data.get("isa_peak_tops", {}))
     raw_levels = data["memory"]
     if not isinstance(raw_levels, list) or not raw_levels:
         _fail(where, "memory", "must be one or more [[memory]] tables, outermost first")
@@ -173,22 +209,42 @@ def device_from_mapping(data: Mapping[str, Any], where: str | None = None) -> De
     default = eff_table.pop("default")
     eff = {"default": default, **_precision_table(where, "efficiency", eff_table)}
     _check_sources(where, data, levels, sources)
-    return Device(name=data["name"], kind=data["kind"], peak=peak, sparse_peak=sparse,
-                  memory=tuple(levels), tile_bytes=data["tile_bytes"], pj_per_op=pj,
-                  tdp_w=tdp, efficiency=eff, sources=sources, path=where)
+    try:
+        return Device(name=data["name"], kind=data["kind"], peak=peak, sparse_peak=sparse,
+                      memory=tuple(levels), tile_bytes=data["tile_bytes"], pj_per_op=pj,
+                      tdp_w=tdp, efficiency=eff, isa_peak=isa_peak, sources=sources, path=where)
+    except DeviceError as exc:
+        raise DeviceError(_file_field_names(str(exc), where)) from None
+
+
+# The record's ceilings are in ops/s under these names; the file's in 1e12 ops/s.
+_FILE_TABLES = {"peak.": "peak_tops.", "sparse_peak.": "sparse_peak_tops.",
+                "isa_peak.": "isa_peak_tops."}
+
+
+def _file_field_names(message: str, where: str | None) -> str:
+    """A ``Device`` check's message with the field named as in the file."""
+    prefix = f"{where}: " if where else ""
+    for record, file in _FILE_TABLES.items():
+        if message.startswith(prefix + record):
+            return prefix + file + message[len(prefix + record):]
+    return message
 
 
 def _check_sources(where, data, levels, sources) -> None:
     """Every figure cited: each peak, sparse peak, memory level and the TDP."""
     needed = [f"peak_tops.{p}" for p in data["peak_tops"]]
     needed += [f"sparse_peak_tops.{p}" for p in data.get("sparse_peak_tops", {})]
+    needed += [f"isa_peak_tops.{p}.{v}" for p, t in data.get("isa_peak_tops", {}).items()
+               for v in t]
     needed += [f"memory.{lv.name}" for lv in levels]
     needed += ["tdp_w"] if "tdp_w" in data else []
     for key in needed:
         if key not in sources:
             _fail(where, f"sources.{key}", "missing: every figure needs a citation")
     allowed_prefixes = ("profile", "name", "kind", "tile_bytes", "tdp_w", "peak_tops.",
-                        "sparse_peak_tops.", "memory.", "energy.", "efficiency.")
+                        "sparse_peak_tops.", "isa_peak_tops.", "memory.", "energy.",
+                        "efficiency.")
     for key in sources:
         if not key.startswith(allowed_prefixes):
             _fail(where, f"sources.{key}", "cites no field of the profile")
@@ -333,6 +389,9 @@ def device_to_toml(device: Device, header: str = "") -> str:
     if device.sparse_peak:
         lines += ["", "[sparse_peak_tops]"] + [f"{p} = {_num(v / TERA)}"
                                                for p, v in device.sparse_peak.items()]
+    for prec, table in device.isa_peak.items():
+        lines += ["", f"[isa_peak_tops.{prec}]"] + [f"{v} = {_num(ops / TERA)}"
+                                                     for v, ops in table.items()]
     for lv in device.memory:
         lines += ["", "[[memory]]", f"name = {_toml_str(lv.name)}",
                   f"bandwidth_gbs = {_num(lv.bandwidth / GIGA)}"]

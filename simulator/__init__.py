@@ -10,8 +10,9 @@ engines (``engine``: fast, per fold / DRAM block; ``engine_ref``: per cycle) and
     >>> print(stats.total.total_cycles, stats.total.energy_pj)
 
 ``convention="scalesim"`` reproduces SCALE-Sim v3.0.0; CONVENTIONS.md lists every difference.
-The file readers (``load_profile``, ``load_scalesim_config``, ``load_scalesim_topology``) and
-the network ``zoo`` are imported on first use.
+The file readers (``load_profile``, ``load_scalesim_config``, ``load_scalesim_topology``,
+``load_workload`` / ``load_workload_json`` / ``save_workload_json`` for lowbit's JSON workload
+files, see ``workload_io``) and the network ``zoo`` are imported on first use.
 """
 from __future__ import annotations
 
@@ -28,11 +29,15 @@ _LAZY = {
     "profile_names": ("profile_io", "profile_names"),
     "load_scalesim_config": ("scalesim_io", "load_scalesim_config"),
     "load_scalesim_topology": ("scalesim_io", "load_scalesim_topology"),
+    "load_workload": ("workload_io", "load_workload"),
+    "load_workload_json": ("workload_io", "load_workload_json"),
+    "save_workload_json": ("workload_io", "save_workload_json"),
     "zoo": ("zoo", None),
 }
 
 __all__ = ["simulate", "load_profile", "profile_names", "load_scalesim_config",
-           "load_scalesim_topology", "zoo", "LayerStats", "NetworkStats", "GemmResult",
+           "load_scalesim_topology", "load_workload", "load_workload_json",
+           "save_workload_json", "zoo", "LayerStats", "NetworkStats", "GemmResult",
            "Profile", "DramSpec", "EnergyTable", "ProfileError", "Workload", "Layer", "Gemm",
            "Conv2d", "BatchedMatmul", "GemmShape", "Sparsity", "WorkloadError"]
 

@@ -1,0 +1,462 @@
+"""``LowbitLinear`` and ``LowbitConv2d``: nn.Modules whose GEMMs run on lowbit's kernels.
+
+Each holds packed weights as buffers (``state_dict`` round-trips) and calls the ``lowbit``
+torch ops (``kernels.torch_ops``). Formats (``module_formats.SCHEMES``):
+
+* ``"int8"`` (W8A8): weights int8 per output channel; activations dynamic (per GEMM row at
+  run time; for a conv ``act_granularity="sample"`` takes one scale per input image) or
+  static (``act_scale``, ``act_zero_point``: int8 if the zero point is 0, else uint8);
+  float32 out through the Dequantize epilogue, or with ``out_scale`` /
+  ``out_zero_point`` (and ``relu``) int8/uint8 out through Requantize, so consecutive W8A8
+  layers pass integer tensors. A static layer also takes integer input, read with its own
+  ``act_scale`` / ``act_zero_point`` (give it the producing layer's ``out_*``).
+* ``"int4"`` / ``"uint4"``: grouped 4-bit weights (``group_size`` 32/64/128, float16 or
+  float32 scales); ``activations="float32"`` / ``"bfloat16"`` (gemm_w4a16, weight-only) or
+  ``"int8"`` (gemm_w4a8, dynamic int8 per row).
+* ``"binary"`` (XNOR-Net, Rastegari et al., ECCV 2016): sign weights with alpha per output
+  channel, sign activations with beta per row (per output pixel for conv).
+
+Exact arithmetic (``kernels.quantize`` states the formulas; a simulation that follows them
+reproduces the integers bit-exactly and the float outputs to the last bit where noted):
+
+    int8:    q_w = clip(rint(w / s_j), -128, 127), s_j = max|w_j| / 127 (1 if 0), float32
+             acc = sum_k (q_x[i, k] - zp) * q_w[j, k]                        exact int32
+             y   = float32(acc) * (s_x[i] * s_j) + bias_j   float32 in that order (Dequantize)
+             y_q = requantized acc (``quantize.requantize_params``) with an int8 output
+    int4:    W = formats.quantize_int4 per group of the zero-padded K; y = x @ W + bias with
+             the kernel's float32 sums (within ``ref.w4a16_tolerance``), or with int8
+             activations y = s_x[i] * sum_g scale[g, j] * acc_g + bias (``ref.w4a8_*``)
+    binary:  x_b = +1 if x >= 0 else -1 (the same for w); dot = K - 2 popcount(x_b XOR w_b)
+             y = float32(float32(float32(dot) * beta_i) * alpha_j) + bias_j,
+             alpha_j = mean_k |w_jk|, beta_i = mean_k |x_ik| (``quantize.xnor_scales``)
+
+A float input may be float32, bfloat16 or float16 (widened to float32 exactly); a float
+output takes the input's dtype. Rows are those of the GEMM: a Linear's input rows, a conv's
+im2col rows (one per output pixel and group, K = kh * kw * in_channels / groups). int4 /
+uint4 convs order K as ``weight.reshape(out_channels, -1)`` (channel, kh, kw): their scale
+groups run along it (as ``lowbit.compress`` forms them); int8 and binary convs read (kh, kw,
+channel), a faster im2col, which gives the same integers (and XNOR-Net means up to the last
+float64 bit of their sum). Conv zero padding is exact in every format: the padding of a
+static int8 input holds the zero point, so it equals quantize(zero-padded x); the binary
+format removes the +1 bits of padding again.
+
+Example:
+    >>> lin = torch.nn.Linear(64, 32)
+    >>> q = LowbitLinear.from_float(lin, "int8")              # dynamic int8 activations
+    >>> q(torch.randn(4, 64)).shape
+    torch.Size([4, 32])
+    >>> q.lowbit_storage()["format"]
+    'int8'
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import as_strided
+from torch import nn
+
+from .formats import ALIGN, aligned_empty
+from .module_formats import BinaryScheme, GemmGeometry, as_tensor, make_scheme
+
+__all__ = ["LowbitConv2d", "LowbitLinear"]
+
+
+def _aligned_copy(t: torch.Tensor) -> torch.Tensor:
+    arr = aligned_empty(tuple(t.shape), t.numpy().dtype)
+    arr[...] = t.numpy()
+    return torch.from_numpy(arr)
+
+
+def _scale_dtype_from(fmt: str, weight_scale, options: dict) -> None:
+    """int4 / uint4 from_quantized: the stored scale dtype defaults to that of the scales."""
+    if fmt in ("int4", "uint4") and "scale_dtype" not in options and hasattr(weight_scale, "dtype"):
+        options["scale_dtype"] = str(weight_scale.dtype).removeprefix("torch.")
+
+
+def _realign_after_load(module: "_LowbitModule", incompatible_keys) -> None:
+    """Packed weights must start on a 64-byte boundary: re-align any that a state_dict
+    loaded with ``assign=True`` put elsewhere (once; the copy replaces the buffer)."""
+    for name in module.scheme.packed:
+        buf = module._buffers[name]
+        if buf.data_ptr() % ALIGN or not buf.is_contiguous():
+            module._buffers[name] = _aligned_copy(buf.detach().contiguous())
+
+
+class _LowbitModule(nn.Module):
+    """What LowbitLinear and LowbitConv2d share: the format scheme, buffers, storage report."""
+
+    def _setup(self, fmt: str, geometry: GemmGeometry, options: dict) -> None:
+        self.fmt = fmt
+        self.scheme = make_scheme(fmt, options)
+        self.geometry = geometry
+        for name, t in self.scheme.allocate(geometry).items():
+            self.register_buffer(name, t)
+        self.register_load_state_dict_post_hook(_realign_after_load)
+
+    def _set_buffers(self, buffers: dict[str, torch.Tensor]) -> None:
+        for name, t in buffers.items():
+            old = self._buffers[name]
+            assert old.shape == t.shape and old.dtype == t.dtype, (name, old.shape, t.shape)
+            self._buffers[name] = t
+
+    @staticmethod
+    def _float_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w = module.weight.detach().to("cpu", torch.float32)
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("module.weight: contains NaN or infinity")
+        b = module.bias
+        return w, None if b is None else b.detach().to("cpu", torch.float32).contiguous()
+
+    def _quantized(self, weight, weight_scale, bias, weight_zero_point) -> None:
+        """Fill the buffers from already-quantized weights (``from_quantized``)."""
+        geo = self.geometry
+        w = as_tensor("weight", weight)
+        want = self._weight_shape()
+        if tuple(w.shape) != want:
+            raise ValueError(f"weight: expected shape {want}, got {tuple(w.shape)}")
+        if bias is not None:
+            bias = as_tensor("bias", bias)
+            if not bias.is_floating_point() or tuple(bias.shape) != (geo.channels,):
+                raise ValueError(f"bias: expected a float [{geo.channels}] vector, got "
+                                 f"{bias.dtype} {tuple(bias.shape)}")
+            bias = bias.to(torch.float32).contiguous()
+        self._set_buffers(self.scheme.from_integers(geo, self._gemm_weights(w), weight_scale,
+                                                    weight_zero_point, bias))
+
+    def _from_float(self, module: nn.Module) -> None:
+        w, b = self._float_weight(module)
+        geo = self.geometry
+        self._set_buffers(self.scheme.quantize(geo, self._gemm_weights(w).contiguous(), b))
+
+    def _apply(self, fn, recurse=True):
+        # Stored quantization parameters keep their dtype (it is part of the format): a
+        # model.to(torch.bfloat16) converts the float layers around this one, not these
+        # buffers. The kernels run on CPU, so moving to another device is refused.
+        moved = {}
+        for name, buf in self._buffers.items():
+            if buf is None:
+                continue
+            new = fn(buf)
+            if new.device.type != "cpu":
+                raise RuntimeError(f"{type(self).__name__}: lowbit's kernels run on CPU; "
+                                   f"cannot move to {new.device}")
+            moved[name] = new if new.dtype == buf.dtype else buf
+        self._buffers.update(moved)
+        return self
+
+    @staticmethod
+    def _finish(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A float result takes the float input's dtype."""
+        if out.is_floating_point() and x.is_floating_point() and x.dtype != out.dtype:
+            return out.to(x.dtype)
+        return out
+
+    def lowbit_storage(self) -> dict:
+        """The storage record ``lowbit.compress.profile`` / ``to_workload`` read (the keys of
+        ``lowbit.compress.trace``'s storage protocol).
+
+        ``bytes``: every stored byte (the state_dict: packed weights with their panel
+        padding, scales, zero points, per-column sums, bias, activation / output
+        quantization parameters, requantization multipliers); ``weight_bits``: bits of one
+        stored weight value (8, 4, 1; scales and metadata are in ``bytes``); ``act_bits``:
+        what the GEMM reads (8, 1, or 32 / 16 for weight-only int4); ``sparsity`` 0.0 and
+        ``sparsity_kind`` "dense": these formats store and multiply every weight, zeros
+        included; ``params``: logical weights and biases; int4 / uint4 add ``group_size``
+        and ``scale_dtype``.
+        """
+        geo = self.geometry
+        nbytes = sum(b.numel() * b.element_size() for b in self._buffers.values()
+                     if b is not None)
+        params = geo.groups * geo.k * geo.n + (geo.channels if geo.bias else 0)
+        return {"format": self.fmt, "bytes": int(nbytes),
+                "weight_bits": float(self.scheme.weight_bits),
+                "act_bits": int(self.scheme.act_bits), "sparsity": 0.0, "sparsity_kind": "dense",
+                "params": int(params), **self.scheme.storage_extra()}
+
+    def _format_repr(self) -> str:
+        opts = self.scheme.describe(self)
+        return f"fmt={self.fmt!r}" + (f", {opts}" if opts else "")
+
+
+class LowbitLinear(_LowbitModule):
+    """nn.Linear on lowbit's kernels: y = x W^T + b with W stored in ``fmt``.
+
+    Build it with ``from_float`` or ``from_quantized``; ``LowbitLinear(in, out, bias, fmt,
+    **options)`` allocates zero weights for ``load_state_dict``. Options per format (see
+    the module docstring): int8 ``act_scale``, ``act_zero_point``, ``out_scale``,
+    ``out_zero_point``, ``relu``; int4 / uint4 ``group_size``, ``scale_dtype``,
+    ``activations``; binary none.
+
+    Example:
+        >>> lin = torch.nn.Linear(64, 10)
+        >>> q = LowbitLinear.from_float(lin, "int8", act_scale=0.05, out_scale=0.1)
+        >>> q(torch.randn(2, 64)).dtype          # requantized int8 output
+        torch.int8
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 fmt: str = "int8", **options) -> None:
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self._setup(fmt, GemmGeometry(1, in_features, out_features, 1, bool(bias)), options)
+        if self.scheme.options.get("act_granularity", "row") != "row":
+            raise ValueError("act_granularity: 'sample' (one scale per input image) is for "
+                             "LowbitConv2d; a Linear quantizes each row of its input")
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
+
+    def _gemm_weights(self, w: torch.Tensor) -> torch.Tensor:
+        return w.reshape(1, self.out_features, self.in_features)
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, fmt: str = "int8", **options) -> "LowbitLinear":
+        """Quantize a float nn.Linear with the formulas of ``kernels.quantize`` / the format.
+
+        Args:
+            module: an ``nn.Linear`` (its weight is taken in float32).
+            fmt: "int8", "int4", "uint4" or "binary".
+            options: the format's options (class docstring).
+        """
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"module: expected an nn.Linear, got {type(module).__name__}")
+        new = cls(module.in_features, module.out_features, module.bias is not None, fmt, **options)
+        new._from_float(module)
+        return new
+
+    @classmethod
+    def from_quantized(cls, fmt: str, weight, weight_scale, bias=None, *,
+                       weight_zero_point=None, **options) -> "LowbitLinear":
+        """Build from already-quantized weights (what a compression pass simulated).
+
+        Args:
+            fmt: "int8": ``weight`` int8 values [out, in], ``weight_scale`` float [out].
+                "int4": values v in [-8, 7] [out, in], ``weight_scale`` [out, ceil(in /
+                group_size)] float16 or float32 (its dtype is stored; K is zero-padded).
+                "uint4": nibbles n in [0, 15], ``weight_zero_point`` [out, ceil(in /
+                group_size)] in [0, 15], v = n - z. "binary": signs (>= 0 is +1) [out, in],
+                ``weight_scale`` alpha [out].
+            bias: float [out] or None.
+            options: the format's options (activation / output quantization parameters).
+
+        Example:
+            >>> q = LowbitLinear.from_quantized("int8", torch.ones(3, 8, dtype=torch.int8),
+            ...                                 torch.full((3,), 0.5), act_scale=0.25)
+            >>> q(torch.ones(1, 8)).tolist()      # 8 * (4 * 1) * (0.25 * 0.5)
+            [[4.0, 4.0, 4.0]]
+        """
+        _scale_dtype_from(fmt, weight_scale, options)
+        w_shape = getattr(weight, "shape", None)
+        if w_shape is None or len(w_shape) != 2:
+            raise ValueError(f"weight: expected a 2-D [out_features, in_features] tensor, got "
+                             f"shape {w_shape}")
+        new = cls(int(w_shape[1]), int(w_shape[0]), bias is not None, fmt, **options)
+        new._quantized(weight, weight_scale, bias, weight_zero_point)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected [..., {self.in_features}], got shape {tuple(x.shape)}")
+        xin, _, _ = self.scheme.prepare_input(self, x)
+        out = self.scheme.matmul(self, xin.reshape(-1, self.in_features), 0)
+        return self._finish(out.reshape(*x.shape[:-1], self.out_features), x)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.geometry.bias}, {self._format_repr()}")
+
+
+def _pair(name: str, v, minimum: int) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if len(t) != 2 or any(isinstance(e, bool) or not isinstance(e, int) or e < minimum for e in t):
+        raise ValueError(f"{name}: expected an integer >= {minimum} or a pair of them, got {v!r}")
+    return t
+
+
+# The conv's data movement runs in NumPy on the tensors' memory: single-threaded copies,
+# so no torch parallel region (whose OpenMP workers then spin) sits next to the kernels'
+# own thread pool (timed: lower and much steadier latency than the same copies in torch).
+
+def _padded_nhwc(x: np.ndarray, pad, value) -> np.ndarray:
+    """x [B, C, H, W] as a contiguous channels-last [B, H + pads, W + pads, C], the padding
+    (top, bottom, left, right) filled with ``value``: one transposing copy."""
+    b, c, h, w = x.shape
+    top, bottom, left, right = pad
+    out = np.empty((b, h + top + bottom, w + left + right, c), x.dtype)
+    if any(pad):
+        out[:, :top] = value
+        out[:, top + h:] = value
+        out[:, top:top + h, :left] = value
+        out[:, top:top + h, left + w:] = value
+    out[:, top:top + h, left:left + w] = x.transpose(0, 2, 3, 1)
+    return out
+
+
+def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw, tap_major: bool = True
+            ) -> np.ndarray:
+    """Rows [B * OH * OW, K] of a padded channels-last xp [B, Hp, Wp, C] (any dtype; a
+    channel slice of one is fine), one copy. K in (kh, kw, c) order (``tap_major``): the
+    copy's inner runs are C contiguous elements (timed 10-80x faster on int8 than torch's
+    Tensor.unfold in (c, kh, kw) order); else (c, kh, kw), torch's weight.reshape order."""
+    b, c = xp.shape[0], xp.shape[3]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    sb, sy, sx, sc = xp.strides
+    shape, strides = (b, oh, ow, kh, kw, c), (sb, sy * sh, sx * sw, sy * dh, sx * dw, sc)
+    if not tap_major:
+        shape, strides = (b, oh, ow, c, kh, kw), (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw)
+    # Never written through; it is already contiguous (and then returned as is) only for a
+    # 1x1 kernel with stride 1, where the windows do not overlap.
+    patches = as_strided(xp, shape, strides)
+    return np.ascontiguousarray(patches).reshape(b * oh * ow, kh * kw * c)
+
+
+class LowbitConv2d(_LowbitModule):
+    """nn.Conv2d on lowbit's kernels: im2col, then one GEMM per group (``groups`` > 1, e.g.
+    depthwise, runs G small GEMMs: correct in every format, but not a fast path).
+
+    Same formats, options and constructors as ``LowbitLinear``; ``padding`` may be an int,
+    a pair, "valid" or "same" (asymmetric "same" padding puts the extra row / column at the
+    bottom / right, as torch does); only zero padding (``padding_mode="zeros"``).
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        >>> q = LowbitConv2d.from_float(conv, "int8", act_scale=0.02, act_zero_point=128)
+        >>> q(torch.randn(1, 3, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, fmt: str = "int8",
+                 **options) -> None:
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups: must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}, got {groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair("kernel_size", kernel_size, 1)
+        self.stride = _pair("stride", stride, 1)
+        self.dilation = _pair("dilation", dilation, 1)
+        self.padding = padding
+        self._pad = self._explicit_padding(padding)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        geo = GemmGeometry(groups, in_channels // groups * taps, out_channels // groups, taps,
+                           bool(bias), any(self._pad))
+        self._setup(fmt, geo, options)
+
+    def _explicit_padding(self, padding) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right)."""
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError("padding: 'same' needs stride 1 (as in torch)")
+            pads = []
+            for k, d in zip(self.kernel_size, self.dilation):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        if isinstance(padding, str):
+            raise ValueError(f"padding: expected an int, a pair, 'valid' or 'same', got "
+                             f"{padding!r}")
+        ph, pw = _pair("padding", padding, 0)
+        return (ph, ph, pw, pw)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def _gemm_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """[G, N, K] from [out, in / groups, kh, kw], K in the format's im2col order."""
+        geo = self.geometry
+        if self.scheme.tap_major:
+            w = w.permute(0, 2, 3, 1)
+        return w.reshape(geo.groups, geo.n, geo.k)
+
+    @classmethod
+    def from_float(cls, module: nn.Conv2d, fmt: str = "int8", **options) -> "LowbitConv2d":
+        """Quantize a float nn.Conv2d (zero padding only) with the format's formulas."""
+        if not isinstance(module, nn.Conv2d):
+            raise TypeError(f"module: expected an nn.Conv2d, got {type(module).__name__}")
+        if module.padding_mode != "zeros":
+            raise ValueError(f"module.padding_mode: only 'zeros' is supported, got "
+                             f"{module.padding_mode!r}")
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                  module.padding, module.dilation, module.groups, module.bias is not None, fmt,
+                  **options)
+        new._from_float(module)
+        return new
+
+    @classmethod
+    def from_quantized(cls, fmt: str, weight, weight_scale, bias=None, *, stride=1, padding=0,
+                       dilation=1, groups: int = 1, weight_zero_point=None,
+                       **options) -> "LowbitConv2d":
+        """Build from already-quantized weights [out, in / groups, kh, kw]; the scales as in
+        ``LowbitLinear.from_quantized`` with K = in / groups * kh * kw. int4 / uint4:
+        ``weight_scale`` [out, ceil(K / group_size)] holds in column g the scale of
+        ``weight.reshape(out, -1)[:, g * group_size:(g + 1) * group_size]``."""
+        _scale_dtype_from(fmt, weight_scale, options)
+        w_shape = getattr(weight, "shape", None)
+        if w_shape is None or len(w_shape) != 4:
+            raise ValueError(f"weight: expected a 4-D [out, in / groups, kh, kw] tensor, got "
+                             f"shape {w_shape}")
+        out_c, in_g, kh, kw = (int(s) for s in w_shape)
+        new = cls(in_g * groups, out_c, (kh, kw), stride, padding, dilation, groups,
+                  bias is not None, fmt, **options)
+        new._quantized(weight, weight_scale, bias, weight_zero_point)
+        return new
+
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        top, bottom, left, right = self._pad
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        return ((h + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                (w + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+    def _pad_taps(self, h: int, w: int, out_hw) -> np.ndarray:
+        """int32 [OH * OW, kh * kw]: 1 where the kernel position of an output pixel is padding."""
+        mask = _padded_nhwc(np.zeros((1, 1, h, w), np.int32), self._pad, 1)
+        return _im2col(mask, self.kernel_size, self.stride, self.dilation, out_hw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected [batch, {self.in_channels}, H, W] or "
+                             f"[{self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        oh, ow = self._out_hw(h, w)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"x: input {h}x{w} is smaller than the padded kernel "
+                             f"(kernel {self.kernel_size}, dilation {self.dilation}, "
+                             f"padding {self.padding})")
+        xin, pad_value, sample_scale = self.scheme.prepare_input(self, x)
+        xp = _padded_nhwc(xin.detach().numpy(), self._pad, pad_value)
+        pad_taps = (self._pad_taps(h, w, (oh, ow))
+                    if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
+        a_scale = None if sample_scale is None else sample_scale.repeat_interleave(oh * ow)
+        cg, ng = self.in_channels // self.groups, self.out_channels // self.groups
+        out = None
+        for g in range(self.groups):
+            rows = _im2col(xp[..., g * cg:(g + 1) * cg], self.kernel_size, self.stride,
+                           self.dilation, (oh, ow), self.scheme.tap_major)
+            part = self.scheme.matmul(self, torch.from_numpy(rows), g, pad_taps,
+                                      a_scale).numpy()
+            if out is None:
+                out = np.empty((b, self.out_channels, oh, ow), part.dtype)
+            out[:, g * ng:(g + 1) * ng] = part.reshape(b, oh, ow, ng).transpose(0, 3, 1, 2)
+        return self._finish(torch.from_numpy(out), x)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.geometry.bias}, {self._format_repr()}")
+
