@@ -105,6 +105,10 @@ KERNEL_CEILINGS: Mapping[str, Mapping[str, Ceiling]] = {
     # spmm_csr: int8 on vpdpbusd quads (VNNI) or vpmaddwd pairs; float32 on FMA
     "spmm_csr:int8": INT8_MADDWD,
     "spmm_csr:fp32": FP32_FMA,
+    # gemm_sparse24 (its executed MACs): int8 gathers feed vpdpbusd (VNNI) or vpmaddwd;
+    # float32 gathers (vpermps) feed FMA
+    "gemm_sparse24:int8": INT8_MADDWD,
+    "gemm_sparse24:fp32": FP32_FMA,
 }
 
 

@@ -17,6 +17,9 @@ spmm_csr (CSR weights 4096 x 4096 x activations 4096 x 128, group per density):
     and, not a goal, ``csr_crossover``: per density the speed of the best lowbit CSR
     variant over lowbit's dense int8 GEMM on the equivalent dense weights, and the densities
     at which CSR is the faster
+gemm_sparse24 (int8 x 2:4 sparse int8 weights; a ratio of times, so the same work):
+    best lowbit >= 1.6x lowbit_int8_dense (gemm_int8 on the same 2:4 matrix)  at 1x4096x4096
+    best lowbit >= 1.3x lowbit_int8_dense                                   at 128x4096x4096
 
 Every ratio is taken within one interleaved pass of the benchmark (lowbit.bench times all
 implementations of a group back to back in each pass): the fastest lowbit ISA variant of that
@@ -31,13 +34,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lowbit.bench.config import (BANDWIDTH_KIND, BINARY_OP, GEMM_OP, GEMM_SHAPES,
-                                 SPMM_CSR_DENSITIES, SPMM_CSR_OP, SPMM_CSR_SHAPE, W4A8_OP,
-                                 W4A16_OP, gemm_group, spmm_csr_group)
+                                 SPARSE24_OP, SPMM_CSR_DENSITIES, SPMM_CSR_OP,
+                                 SPMM_CSR_SHAPE, W4A8_OP, W4A16_OP, gemm_group,
+                                 spmm_csr_group)
 
 from . import benchtable
 
 INT8_BASELINES = ("torch_int_mm", "torch_qlinear_dynamic")
 W4_BASELINES = ("torch_int4_woq",)
+SPARSE24_BASELINES = ("lowbit_int8_dense",)
 MET, MISSED, NOT_MEASURED = "met", "missed", "not measured"
 
 
@@ -77,6 +82,9 @@ def default_targets() -> list[Target]:
     n_out, k, b = SPMM_CSR_SHAPE
     found.append(Target("best lowbit csr vs scipy_csr", (b, n_out, k), 2.0, ("scipy_csr",),
                         op=SPMM_CSR_OP, group_name=spmm_csr_group(0.1)))
+    for shape, goal in (((1, 4096, 4096), 1.6), ((128, 4096, 4096), 1.3)):
+        found.append(Target("best lowbit sparse24 vs own dense int8", shape, goal,
+                            SPARSE24_BASELINES, op=SPARSE24_OP))
     return found
 
 

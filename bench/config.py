@@ -44,6 +44,14 @@ W4_GROUP_SIZE = 32
 SPMM_CSR_SHAPE = (4096, 4096, 128)                 # N_out, K, B
 SPMM_CSR_DENSITIES = (0.5, 0.2, 0.1, 0.05, 0.01)
 
+# 2:4 sparse weights (gemm_sparse24): int8 weights magnitude-pruned to 2:4, against lowbit's
+# dense int8 GEMM on the same (dense-stored) 2:4 matrix and NumPy fp32.
+SPARSE24_SHAPES = (
+    (1, 4096, 4096),      # one token: the weight stream (8 MiB kept values + 2 MiB indices)
+    (128, 4096, 4096),    # prefill chunk: compute-bound
+    (1024, 1024, 1024),   # square
+)
+
 GEMM_OP = "gemm_int8"
 BINARY_OP = "gemm_binary"
 W4A16_OP = "gemm_w4a16"
@@ -51,6 +59,8 @@ W4A8_OP = "gemm_w4a8"
 SPMM_CSR_OP = "spmm_csr"
 SHAPES = {GEMM_OP: GEMM_SHAPES, BINARY_OP: BINARY_SHAPES, W4A16_OP: W4_SHAPES,
           W4A8_OP: W4_SHAPES}  # op -> its GEMM groups, in order
+SPARSE24_OP = "gemm_sparse24"
+SHAPES[SPARSE24_OP] = SPARSE24_SHAPES
 PEAK_GROUP = "peak"
 # int8_vnni and fp32_fma: the "% of peak" of the int8 kernels and the fp32 baselines; then the
 # per-ISA ceilings (lowbit.kernels.peak.PEAKS) the roofline judges each kernel variant against

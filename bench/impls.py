@@ -17,12 +17,14 @@ from typing import Callable
 import numpy as np
 
 from lowbit.costs import gemm_cost
-from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8, gemm_w4a8,
-                            gemm_w4a16, pack_binary_activations, pack_weights, ref)
+from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8, gemm_sparse24,
+                            gemm_w4a8, gemm_w4a16, pack_binary_activations, pack_weights,
+                            prune_24, ref)
 from lowbit.kernels.gemm_int4 import bf16_to_f32
 from lowbit.kernels.registry import ISA_RANK
 
-from .config import BINARY_OP, GEMM_OP, SPMM_CSR_OP, W4_GROUP_SIZE, W4A8_OP, W4A16_OP
+from .config import (BINARY_OP, GEMM_OP, SPARSE24_OP, SPMM_CSR_OP, W4_GROUP_SIZE, W4A8_OP,
+                     W4A16_OP)
 
 SEED = 20240601
 
@@ -407,10 +409,96 @@ def w4_impls(op: str) -> list[Impl]:
     ]
 
 
+# --- gemm_sparse24 ------------------------------------------------------------------------
+
+class Sparse24Problem(Problem):
+    """Seeded int8 operands whose weights are magnitude-pruned to 2:4 (``prune_24``): packed
+    as "sparse24" (int8, and float32 for the float kernels) for lowbit's 2:4 kernels, as
+    "int8" (the same 2:4 matrix stored dense) for the dense baseline, float32 for NumPy."""
+
+    CHECK_COLS = 256  # float32 columns checked against the reference before timing
+
+    def __init__(self, m: int, n: int, k: int) -> None:
+        super().__init__(m, n, k)
+        self.w_kn = prune_24(self.w_kn)
+
+    @functools.cached_property
+    def w24(self):
+        return pack_weights(self.w_kn, "sparse24")
+
+    @functools.cached_property
+    def w24_f32(self):
+        return pack_weights(self.w_f32, "sparse24")
+
+    def check_f32(self, got: np.ndarray, name: str) -> None:
+        c = slice(0, self.CHECK_COLS)
+        w = pack_weights(np.ascontiguousarray(self.w_f32[:, c]), "sparse24")
+        values, index = w.kept()
+        want = ref.gemm_sparse24(self.a_f32, values, index)
+        tol = ref.sparse24_tolerance(self.a_f32, values, index)
+        if (np.abs(got[:, c].astype(np.float64) - want) > tol).any():
+            raise AssertionError(f"{name} differs from ref.gemm_sparse24 at {self.m}x{self.n}x"
+                                 f"{self.k}; not benchmarking a wrong kernel")
+
+
+@functools.lru_cache(maxsize=1)
+def sparse24_problem(m: int, n: int, k: int) -> Sparse24Problem:
+    return Sparse24Problem(m, n, k)
+
+
+PROBLEMS[SPARSE24_OP] = sparse24_problem
+
+
+def _lowbit_sparse24(isa: str, cost, act: str) -> Impl:
+    def prepare(p: Sparse24Problem):
+        # A tiny first call compiles (Numba) or faults in code before any timing.
+        tiny = pack_weights(np.zeros((8, 8), np.int8 if act == "s8" else np.float32),
+                            "sparse24")
+        gemm_sparse24(np.zeros((1, 8), tiny.dtype), tiny, isa=isa)
+        if act == "s8":
+            a, w24 = p.a, p.w24
+            if not np.array_equal(gemm_sparse24(a, w24, isa=isa), p.expected):
+                raise AssertionError(f"lowbit[{isa}] differs from torch._int_mm at "
+                                     f"{p.m}x{p.n}x{p.k}; not benchmarking a wrong kernel")
+        else:
+            a, w24 = p.a_f32, p.w24_f32
+            p.check_f32(gemm_sparse24(a, w24, isa=isa), f"lowbit_f32[{isa}]")
+        out = np.empty((p.m, p.n), w24.dtype if act == "f32" else np.int32)
+        return lambda: gemm_sparse24(a, w24, out=out, isa=isa)
+    name = f"lowbit[{isa}]" if act == "s8" else f"lowbit_f32[{isa}]"
+    precision = "int8" if act == "s8" else "fp32"
+    return Impl(name, "lowbit", isa, precision, prepare, cost, SPARSE24_OP)
+
+
+def _sparse24_dense_int8(p: Sparse24Problem):
+    a, wp = p.a, p.packed  # the 2:4 matrix stored dense
+    if not np.array_equal(gemm_int8(a, wp), p.expected):
+        raise AssertionError(f"lowbit_int8_dense differs from torch._int_mm at "
+                             f"{p.m}x{p.n}x{p.k}")
+    return lambda: gemm_int8(a, wp)
+
+
+def sparse24_impls() -> list[Impl]:
+    """Every gemm_sparse24 variant usable here except the NumPy ref, int8 then float32, then
+    the baselines: lowbit's own dense int8 GEMM (its best variant) and NumPy fp32 on the
+    same 2:4 matrix stored dense."""
+    lowbit = [_lowbit_sparse24(k.key.isa, k.cost, act) for act in ("s8", "f32")
+              for k in REGISTRY.kernels(SPARSE24_OP, act, "sparse24", usable=True)
+              if k.key.isa != "ref"]
+    return lowbit + [
+        Impl("lowbit_int8_dense", "baseline", dispatch_info()[GEMM_OP]["selected"], "int8",
+             _sparse24_dense_int8, _bits(8, 8, 32), SPARSE24_OP),
+        Impl("numpy_fp32", "baseline", "numpy_blas", "fp32", _numpy_fp32, _bits(32, 32, 32),
+             SPARSE24_OP),
+    ]
+
+
 def all_impls(op: str = GEMM_OP) -> list[Impl]:
     """The implementations competing in the groups of ``op``."""
     if op == BINARY_OP:
         return binary_impls()
+    if op == SPARSE24_OP:
+        return sparse24_impls()
     if op in (W4A16_OP, W4A8_OP):
         return w4_impls(op)
     if op == SPMM_CSR_OP:  # its own module: the groups are densities, not GEMM shapes

@@ -137,6 +137,53 @@ static inline float lb_f16_to_f32(uint16_t h) {
     return f;
 }
 
+/* 2:4 sparse GEMM (gemm_sparse24.c): a portable frame calls per-ISA microkernels through
+ * these pointers, one call per (row tile of R <= LB_S24_MR rows, 64-column panel), over all
+ * K blocks. Weights: lowbit_api.h lb_s24_weights, layout in gemm_sparse24.c. A microkernel
+ * reads row r's K values 32 b .. 32 b + 31 at a + r a_row + b a_block (elements): the
+ * activations in place when K is a multiple of 32 (a_row = lda, a_block = 32), else a copy
+ * the frame packed per block, rows interleaved and zero-padded past K (a_row = 32,
+ * a_block = 32 R). int8 bytes are read as A' = A XOR a_flip, the flip chosen so that A' in
+ * the variant's operand type (uint8 for vpdpbusd, int8 for the others) is A
+ * plus a constant the frame corrects for with the column sums. Contract, r < R, j < 64:
+ *   c[64 r + j] = sum over blocks b, kept values u of A'[r][K(b, u, j)] * v[b][u][j]
+ * (int32 wrapping, or float32 in any order), K(b, u, j) = 32 b + 4 g + index, g the group
+ * of u. The microkernel writes rows r < R of c only; N edges are the frame's. */
+#define LB_S24_NR 64
+#define LB_S24_KB 32
+/* Row-tile heights: the frame's tiles and the microkernels' row cases agree through these;
+ * chosen where the accumulators fit the registers without spills (see the variant files). */
+#define LB_S24_MR_PORTABLE 4
+#define LB_S24_MR_AVX2 4        /* 16 ymm: 4 rows x 2 vectors of a 16-column strip */
+#define LB_S24_MR_AVX512 4      /* int8 with vpmaddwd and float32 */
+#define LB_S24_MR_AVX512_VNNI 5
+#define LB_S24_MR 8             /* the largest, sizes the frame's accumulator tile */
+typedef struct {
+    int32_t rows;
+    int64_t blocks;
+    const void *a;          /* row 0, block 0 of the tile's activations */
+    int64_t a_row, a_block; /* elements between rows and between K blocks */
+    uint32_t a_flip;        /* int8: 0 or 0x80 in every byte (0x80808080) */
+    const void *w;          /* the panel's values: 1024 (int8) or 4096 (float32) bytes a block */
+    const uint32_t *meta;   /* the panel's index words: 64 a block */
+    const uint8_t *ctl;     /* int8 AVX-512: the panel's gather controls, expanded once per
+                               panel by lb_s24_s8_controls_<isa> (1024 bytes a block), or
+                               NULL: the microkernel expands them from meta itself */
+    void *c;                /* [rows][64] int32 or float32 */
+} lb_s24_tile;
+typedef void (*lb_s24_ukernel)(const lb_s24_tile *t);
+
+void lb_s24_s8_ukernel_portable(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx2(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx512(const lb_s24_tile *t);
+void lb_s24_s8_ukernel_avx512_vnni(const lb_s24_tile *t);
+/* The gather controls of a panel's blocks (what the microkernel would compute per tile). */
+void lb_s24_s8_controls_avx512(const uint32_t *meta, int64_t blocks, uint8_t *ctl);
+void lb_s24_s8_controls_avx512_vnni(const uint32_t *meta, int64_t blocks, uint8_t *ctl);
+void lb_s24_f32_ukernel_portable(const lb_s24_tile *t);
+void lb_s24_f32_ukernel_avx2(const lb_s24_tile *t);
+void lb_s24_f32_ukernel_avx512(const lb_s24_tile *t);
+
 void *lb_aligned_alloc(size_t bytes);
 void lb_aligned_free(void *p);
 

@@ -134,3 +134,27 @@ int lb_spmm_csr(int isa, const lb_csr_weights *w, int64_t b, const void *x, int6
                 void *out, int64_t ldo);
 int lb_spmm_csr_supported(int isa, int32_t f32);  /* spmm_csr has variant isa for this dtype */
 int lb_spmm_csr_selected(int32_t f32);            /* best usable variant for this dtype */
+
+/* 2:4 sparse weights (lowbit.kernels.format_sparse24.SPARSE24_PANELS): per column, every
+ * group of 4 K values keeps 2 values and their 2-bit indices. Layout: csrc/gemm_sparse24.c. */
+typedef struct {
+    int64_t k, n;              /* logical K and N */
+    int32_t f32;               /* 1: float32 values, 0: int8 values */
+    const void *values;        /* [ceil(n/64)][ceil(k/32)] blocks of 16 x 64 kept values */
+    const uint32_t *meta;      /* [ceil(n/64)][ceil(k/32)][64] index words */
+    const int32_t *col_sum;    /* int8: [n] sum of column j's kept values; float32: NULL */
+} lb_s24_weights;
+
+/* out[i, j] = sum over groups g, slots t of (a[i, 4g + idx] - a_zero_point) * v[g, t, j],
+ * exact in int32 (wrapping). a: int8 (a_signed = 1) or uint8 [M, K], rows lda bytes apart;
+ * out: int32, rows ldo apart. isa < 0 runs lb_gemm_sparse24_selected(0).
+ * Returns 0 or a negative code for arguments the wrapper should have rejected. */
+int lb_gemm_sparse24_s8(int isa, int64_t m, const void *a, int64_t lda, int32_t a_signed,
+                        int32_t a_zero_point, const lb_s24_weights *w, int32_t *out,
+                        int64_t ldo);
+/* The same for float32 activations x [M, K] (rows ldx apart) and float32 values, summed in
+ * float32; out rows ldo apart. isa < 0 runs lb_gemm_sparse24_selected(1). */
+int lb_gemm_sparse24_f32(int isa, int64_t m, const float *x, int64_t ldx,
+                         const lb_s24_weights *w, float *out, int64_t ldo);
+int lb_gemm_sparse24_supported(int isa, int32_t f32);  /* this CPU and OS can run it */
+int lb_gemm_sparse24_selected(int32_t f32);            /* best usable variant */

@@ -24,9 +24,11 @@ from .epilogue import Dequantize, Requantize, quantize_multiplier
 from .formats import (FORMATS, PackedBinaryWeights, PackedInt4Weights, PackedWeights,
                       pack_binary_activations, pack_weights)
 from .format_csr import PackedCsrWeights, pack_csr
+from .format_sparse24 import PackedSparse24Weights, prune_24
 from .gemm_binary import gemm_binary
 from .gemm_int4 import gemm_w4a8, gemm_w4a16
 from .gemm_int8 import gemm_int8, max_safe_k
+from .gemm_sparse24 import gemm_sparse24
 from .native import cpu_features, num_threads, set_num_threads
 from .registry import ISA_RANK, REGISTRY, Kernel, KernelKey
 from .spmm_csr import spmm_csr
@@ -56,4 +58,5 @@ __all__ = [
     "num_threads", "pack_binary_activations", "pack_weights", "quantize_multiplier",
     "set_num_threads",
     "PackedCsrWeights", "pack_csr", "spmm_csr",
+    "PackedSparse24Weights", "gemm_sparse24", "prune_24",
 ]

@@ -646,6 +646,8 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
             ``fmt="csr"``: int8 or float32, dense or ``scipy.sparse``; gives
             PackedCsrWeights [N_out, K] for ``spmm_csr`` (``format_csr.pack_csr``; pass
             ``layout="nk"`` when the rows of w are the outputs).
+            ``fmt="sparse24"``: an int8 or float32 matrix that is 2:4 sparse along K
+            (``lowbit.kernels.format_sparse24``), gives PackedSparse24Weights.
         fmt: storage format name; one of ``lowbit.kernels.formats.FORMATS``.
         layout: "kn" or "nk", as above.
         group_size: int4/uint4 only: 32, 64 or 128 K values per scale (default 32); K must
@@ -673,7 +675,7 @@ def pack_weights(w: np.ndarray, fmt: str = "int8", *, layout: str = "kn",
              if v is not None]
     if extra:
         raise ValueError(f"{extra[0]}: only for the int4 and uint4 formats, not {fmt!r}")
-    if hasattr(spec, "pack_matrix"):  # formats defined in their own module (format_csr)
+    if hasattr(spec, "pack_matrix"):  # formats defined in their own module (csr, sparse24)
         return spec.pack_matrix(w, layout)
     if fmt == BINARY_PANELS.name:
         return _pack_binary(w, layout)

@@ -220,3 +220,59 @@ def spmm_csr_tolerance(row_ptr: np.ndarray, col_idx: np.ndarray, values: np.ndar
     steps = (w_abs != 0).sum(axis=1)[:, None] + 1.0
     return (SPMM_CSR_F32_RTOL_PER_STEP * steps * (w_abs @ np.abs(x.astype(np.float64)))
             + steps * FLOAT32_MIN_SUBNORMAL)
+
+
+# --- 2:4 sparse weights (gemm_sparse24) ---------------------------------------------------
+#
+# The reference reads the compressed form (``PackedSparse24Weights.kept()``): kept values
+# v[g, t, j] and their indices idx[g, t, j] in [0, 4) within group g (K 4g .. 4g + 3), and
+# gathers the activations, as the kernels do; it never builds the dense matrix. Integer
+# results are exact; float32 results are compared within ``sparse24_tolerance``: every
+# variant sums the kept products of a column in float32 (one rounding per term with FMA, two
+# without) in its own order, so the recursive-summation bound of ``int4_tolerance`` applies
+# with n = 2 (kept terms) + 1 roundings over the terms |a v|.
+_SPARSE24_CHUNK = 1 << 22  # gathered elements per column chunk (bounds the reference's memory)
+
+
+def _sparse24_sum(a: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """sum over g, t of a[i, 4g + idx[g, t, j]] * v[g, t, j] in a's dtype (int64 or float64);
+    a [M, K] with K <= 4 G is zero-padded to 4 G."""
+    m, k = a.shape
+    g, _, n = values.shape
+    padded = np.zeros((m, 4 * g), dtype=a.dtype)
+    padded[:, :k] = a
+    out = np.zeros((m, n), dtype=a.dtype)
+    step = max(1, _SPARSE24_CHUNK // max(1, m * g * 2))
+    base = 4 * np.arange(g, dtype=np.intp)[:, None, None]
+    for c0 in range(0, n, step):
+        cols = slice(c0, c0 + step)
+        rows = base + index[:, :, cols].astype(np.intp)          # [G, 2, c] K positions
+        out[:, cols] = np.einsum("igtc,gtc->ic", padded[:, rows], values[:, :, cols])
+    return out
+
+
+def gemm_sparse24(a: np.ndarray, values: np.ndarray, index: np.ndarray,
+                  a_zero_point: int = 0) -> np.ndarray:
+    """The 2:4 sparse GEMM from the compressed form:
+
+        out[i, j] = sum over groups g, slots t of (a[i, 4g + idx[g, t, j]] - a_zero_point)
+                    * v[g, t, j]
+
+    int8 / uint8 activations with int8 values: exact, int32 (OverflowError if it leaves
+    int32); float32 activations and values: float64 sums, returned as float32. Activations
+    past K count as zero (the kept values there are zero).
+    """
+    if values.dtype == np.float32:
+        return _sparse24_sum(a.astype(np.float64), values.astype(np.float64), index
+                             ).astype(np.float32)
+    acc = _sparse24_sum(a.astype(np.int64) - a_zero_point, values.astype(np.int64), index)
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        raise OverflowError("the exact 2:4 sparse GEMM result does not fit in int32")
+    return acc.astype(np.int32)
+
+
+def sparse24_tolerance(a: np.ndarray, values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Elementwise bound on |got - gemm_sparse24| for float32 (see the comment above)."""
+    terms = _sparse24_sum(np.abs(a.astype(np.float64)), np.abs(values.astype(np.float64)),
+                          index)
+    return int4_tolerance(2 * values.shape[0] + 1, terms)

@@ -210,6 +210,21 @@ def test_bench_json_csr_ceiling_follows_the_row_precision(tmp_path, monkeypatch,
     assert rows[("spmm_csr-10%", "lowbit_f32[avx2]")]["ceiling"] == "fp32.avx2_fma"
 
 
+def test_bench_json_sparse24_has_ceilings(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _save_host()
+    path = tmp_path / "bench.json"
+    g = "gemm_sparse24-128x4096x4096"
+    path.write_text(json.dumps({"benchmarks": [
+        _bench(g, 128, 4096, 4096, "lowbit[avx512_vnni]", "lowbit", "int8", 1e-3, 1e8, 4e6,
+               isa="avx512_vnni"),
+        _bench(g, 128, 4096, 4096, "lowbit_f32[avx512]", "lowbit", "fp32", 1e-3, 1e8, 4e6,
+               isa="avx512")]}))
+    rows = _rows(capsys, path)
+    assert rows[(g, "lowbit[avx512_vnni]")]["ceiling"] == "int8.avx512_vnni"
+    assert rows[(g, "lowbit_f32[avx512]")]["ceiling"] == "fp32.avx512_fma"
+
+
 def test_llm_that_does_not_fit_is_an_error(capsys):
     assert run_cli("--workload", "llama2-70b-decode", "--profile", "rtx-4090",
                    "--precision", "w16a16") == 1
