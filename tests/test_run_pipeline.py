@@ -194,5 +194,5 @@ def test_bench_keyword_is_valid_and_full_covers_every_target(budget):
         wanted = {t.group for t in targets.default_targets()} - set(rp.FULL_BENCH_OMITS)
         assert wanted <= groups and not set(rp.FULL_BENCH_OMITS) & groups
     else:
-        assert "gemm_int8-1024x1024x1024" in groups and len(groups) < 4
-    assert any("bench_peak.py" in i for i in ids) and any("bandwidth" in i for i in ids)
+        assert groups == {"gemm_int8-1024x1024x1024"}
+    assert any("bench_peak.py" in i for i in ids)
