@@ -439,17 +439,18 @@ def step_roofline(ctx: RunContext) -> StepResult:
 # the accuracy-vs-latency plot, and the runner
 # --------------------------------------------------------------------------------------------
 def plot_accuracy_latency(variants: list[Variant], path: Path) -> Path:
-    """Scatter of test accuracy against measured latency, one labelled point per model."""
+    """Scatter of test accuracy against measured latency, one point per model (legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in variants:
-        ax.scatter([v.latency_ms], [v.accuracy * 100], s=30)
-        ax.annotate(v.name, (v.latency_ms, v.accuracy * 100), fontsize="small",
-                    xytext=(4, 4), textcoords="offset points")
+    markers = "osD^vP*X"
+    for i, v in enumerate(variants):  # a legend, not annotations: close points overlap
+        ax.scatter([v.latency_ms], [v.accuracy * 100], s=40, marker=markers[i % len(markers)],
+                   label=f"{v.name}: {v.accuracy:.1%}, {v.latency_ms:.2f} ms")
+    ax.legend(fontsize="small")
     ax.set_xlabel(f"latency ms (batch {LATENCY_BATCH}, median)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Compressed digits CNN: accuracy vs latency")
