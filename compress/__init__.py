@@ -26,7 +26,11 @@ from .mixed import (BitAssignment, SensitivityTable, assign_bits, layer_sensitiv
 from .qat import FakeQuantize, QATConv2d, QATLinear, convert
 from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
-from .qmodules import ActQuant, IntegerTrace, QuantConv2d, QuantLinear
+from .qmodules import ActQuant, IntegerTrace, OutQuant, QuantConv2d, QuantLinear
+
+# Export to lowbit's kernels.
+from .export import (Chain, ExportedLayer, ExportSummary, Unsupported, export, export_summary,
+                     fuse_requantization, kernel_module)
 
 # Data, built-in models, training loops, metrics and workload export.
 from .data import (DigitsData, calibration_loader, calibration_subset, digits_loaders,
@@ -53,4 +57,6 @@ __all__ = [
     "TrainState", "calibration_loader", "calibration_subset", "deterministic", "digits_loaders",
     "evaluate", "get_model", "load_digits_split", "load_pretrained", "model_names", "predict",
     "profile", "storage_of", "to_workload", "train",
+    "Chain", "ExportedLayer", "ExportSummary", "OutQuant", "Unsupported", "export",
+    "export_summary", "fuse_requantization", "kernel_module",
 ]
