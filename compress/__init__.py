@@ -1,7 +1,8 @@
 """lowbit.compress: quantization of torch models (PTQ static / dynamic, weight-only, QAT, mixed
-precision) into integer-simulated layers that match lowbit's kernels; the digits data, built-in
-models and training loops; metrics (``profile``) and the simulator export (``to_workload``).
-Pruning and distillation are not built yet (issue 8).
+precision) into integer-simulated layers that match lowbit's kernels, and their export to the
+kernel-backed modules (``export``, ``save`` / ``load``); the digits data, built-in models,
+training loops and compression recipes; metrics (``profile``) and the simulator export
+(``to_workload``). Pruning and distillation are not built yet (issue 8).
 
     >>> import torch
     >>> from torch import nn
@@ -28,7 +29,8 @@ from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
 from .qmodules import ActQuant, IntegerTrace, OutQuant, QuantConv2d, QuantLinear
 
-# Export to lowbit's kernels.
+# Export to lowbit's kernels, saving and loading exported models.
+from .checkpoint import CHECKPOINT_VERSION, checkpoint_info, load, save
 from .export import (Chain, ExportedLayer, ExportSummary, Unsupported, export, export_summary,
                      fuse_requantization, kernel_module)
 
@@ -41,6 +43,7 @@ from .trace import StorageError, StorageInfo, storage_of
 from .training import Callback, TrainResult, TrainState, deterministic, evaluate, predict, train
 from .workload import to_workload
 from .zoo import Pretrained, TrainRecipe, get_model, load_pretrained, model_names
+from .recipes import RECIPES, TARGET_DROP_PT, Compressed, compress_builtin, recipe_config
 
 __all__ = [
     "ActQuant", "BitAssignment", "CALIBRATORS", "Calibrator", "EMAMinMaxCalibrator",
@@ -59,4 +62,6 @@ __all__ = [
     "profile", "storage_of", "to_workload", "train",
     "Chain", "ExportedLayer", "ExportSummary", "OutQuant", "Unsupported", "export",
     "export_summary", "fuse_requantization", "kernel_module",
+    "CHECKPOINT_VERSION", "checkpoint_info", "load", "save",
+    "Compressed", "RECIPES", "TARGET_DROP_PT", "compress_builtin", "recipe_config",
 ]

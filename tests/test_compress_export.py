@@ -395,3 +395,11 @@ def test_digits_models_bit_exact(name, config, digits, assert_exact):
     fuse_requantization(model)
     exported = export(copy.deepcopy(model))
     assert_export_matches(model, exported, x, assert_exact, exact=config != "int4_g32")
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    mod = importlib.import_module("lowbit.compress.export")  # the attribute is the function
+    assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0
