@@ -901,7 +901,7 @@ def test_integer_trace_needs_integer_activations(raises_naming):
         mod.integer_trace(rand(2, 64))
 
 
-# --- csr: sparse int8 weights on spmm_csr ----------------------------------------------------------
+# --- csr: sparse int8 weights on spmm_csr -------------------------------------------------------
 
 CSR_OPTS = {k: v for k, v in INT8_OPTS.items() if "out_scale" not in v}
 CSR_OPTS["static_u8_zp0_range"] = {"act_scale": 0.02, "act_zero_point": 0,

@@ -255,7 +255,8 @@ def test_csr_packed_round_trip_is_zero_copy():
     back = tensors_to_packed(tensors, meta, name)
     assert type(back) is type(packed) and back.shape == packed.shape and back.nnz == packed.nnz
     for (field, _), t in zip(CODECS["csr"].arrays, tensors):
-        assert t.data_ptr() == getattr(packed, field).ctypes.data == getattr(back, field).ctypes.data
+        src, got = getattr(packed, field), getattr(back, field)
+        assert t.data_ptr() == src.ctypes.data == got.ctypes.data
     assert tensors_to_packed(tensors, meta, name) is back
 
 
