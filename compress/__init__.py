@@ -1,8 +1,7 @@
 """lowbit.compress: quantization of torch models (PTQ static / dynamic, weight-only, QAT, mixed
-precision) into integer-simulated layers that match lowbit's kernels, and their export to the
-kernel-backed modules (``export``, ``save`` / ``load``); the digits data, built-in models,
-training loops and compression recipes; metrics (``profile``) and the simulator export
-(``to_workload``). Pruning and distillation are not built yet (issue 8).
+precision) into integer-simulated layers that match lowbit's kernels; the digits data, built-in
+models and training loops; metrics (``profile``) and the simulator export (``to_workload``).
+Pruning and distillation are not built yet (issue 8).
 
     >>> import torch
     >>> from torch import nn
@@ -29,7 +28,7 @@ from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
 from .qmodules import ActQuant, IntegerTrace, OutQuant, QuantConv2d, QuantLinear
 
-# Export to lowbit's kernels, saving and loading exported models.
+# Export to lowbit's kernels (export, save / load) and the digits recipes (further below).
 from .checkpoint import CHECKPOINT_VERSION, checkpoint_info, load, save
 from .export import (Chain, ExportedLayer, ExportSummary, Unsupported, export, export_summary,
                      fuse_requantization, kernel_module)
