@@ -29,7 +29,12 @@ from .mixed import (BitAssignment, SensitivityTable, assign_bits, layer_sensitiv
 from .qat import FakeQuantize, QATConv2d, QATLinear, convert
 from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, fake_quantize,
                     lsq_fake_quantize, qparams, quantize_tensor)
-from .qmodules import ActQuant, IntegerTrace, QuantConv2d, QuantLinear
+from .qmodules import ActQuant, IntegerTrace, OutQuant, QuantConv2d, QuantLinear
+
+# Export to lowbit's kernels (export, save / load) and the digits recipes (further below).
+from .checkpoint import CHECKPOINT_VERSION, checkpoint_info, load, save
+from .export import (Chain, ExportedLayer, ExportSummary, Unsupported, export, export_summary,
+                     fuse_requantization, kernel_module)
 
 # Pruning.
 from .channel_plan import ChannelGroup, ChannelPlan
@@ -62,6 +67,7 @@ from .trace import StorageError, StorageInfo, storage_of
 from .training import Callback, TrainResult, TrainState, deterministic, evaluate, predict, train
 from .workload import to_workload
 from .zoo import Pretrained, TrainRecipe, get_model, load_pretrained, model_names
+from .recipes import RECIPES, TARGET_DROP_PT, Compressed, compress_builtin, recipe_config
 
 __all__ = [
     "ActQuant", "BitAssignment", "CALIBRATORS", "Calibrator", "EMAMinMaxCalibrator",
@@ -90,4 +96,8 @@ __all__ = [
     "LowRankLinear", "apply_lora", "distill", "factorize", "fitnets_loss", "hinton_loss",
     "lora_parameters", "low_rank_layers", "merge_lora", "rkd_angle_loss", "rkd_distance_loss",
     "sign_ste", "trainable_share", "use_binary_kernels",
+    "Chain", "ExportedLayer", "ExportSummary", "OutQuant", "Unsupported", "export",
+    "export_summary", "fuse_requantization", "kernel_module",
+    "CHECKPOINT_VERSION", "checkpoint_info", "load", "save",
+    "Compressed", "RECIPES", "TARGET_DROP_PT", "compress_builtin", "recipe_config",
 ]

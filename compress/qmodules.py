@@ -19,6 +19,13 @@ q = clip(rint(w / s), -2^(b-1), 2^(b-1) - 1); the int4 weight-only format is
 Dynamic activations: Linear rows (each row of x.reshape(-1, K)); Conv2d per sample (one scale
 per image, so every im2col row of an image shares it): s = max|x| / 127 (1 when 0).
 
+Requantized output (``OutQuant``, set by ``lowbit.compress.fuse_requantization`` on a static
+layer that feeds another static layer): the layer computes the kernels' Requantize epilogue
+on the exact accumulator, q = clamp(zp + ((sat32(acc + bias_q) m + 2^(shift-1)) >> shift),
+qmin, qmax) with (m, shift, bias_q) = ``kernels.quantize.requantize_params`` (Jacob et al.
+2018, section 2.2), and outputs float32 (q - zp) * s, which the next layer's quantizer maps
+back to q exactly; so the simulation follows a fused W8A8 chain bit for bit.
+
 ``integer_trace(x)`` returns the integer GEMM operands and result (``IntegerTrace``) for
 comparison with the kernels; ``lowbit_storage()`` the stored format and its byte count.
 """
@@ -32,7 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowbit.kernels import ref as kernel_ref
 from lowbit.kernels.formats import quantize_int4
+from lowbit.kernels.quantize import requantize_params
 
 from .granularity import PerChannel, PerGroup, PerTensor
 from .qfunc import (QuantSpec, dequantize, dynamic_quantize_rows, quantize_tensor,
@@ -73,7 +82,8 @@ class IntegerTrace:
     a_q: int8 / uint8 [M, K]; a_scale: float32 [M]; a_zero_point: int;
     w_q: int8 [N, K]; w_scale: [N] float32, or [N, K / group] in the stored dtype for groups;
     acc: int32 [M, N] = (a_q - a_zero_point) @ w_q.T; bias: float32 [N] or None;
-    out: float32 [M, N], the layer's output rows.
+    out: float32 [M, N], the layer's output rows; out_q: int32 [M, N], the requantized
+    integers of a layer with ``OutQuant`` (else None).
     """
 
     a_q: np.ndarray | None
@@ -84,6 +94,39 @@ class IntegerTrace:
     acc: np.ndarray | None
     bias: np.ndarray | None
     out: np.ndarray
+    out_q: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class OutQuant:
+    """The requantized output of a static layer feeding another static layer (see the
+    module docstring): ``scale`` and ``zero_point`` are the consumer's activation scale and
+    zero point, ``qrange`` its integer range (which sets the dtype, int8 if qmin < 0 else
+    uint8), ``clip`` the clamp of fused activations inside it (ReLU: (zp, qmax); ReLU6:
+    (zp, zp + rint(6 / scale))).
+
+    Example:
+        >>> OutQuant(0.05, 0, (0, 255), (0, 120)).bounds
+        (0, 120)
+    """
+
+    scale: float
+    zero_point: int
+    qrange: tuple[int, int]
+    clip: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        lo, hi = self.qrange
+        if not (lo <= self.zero_point <= hi and self.clip[0] <= self.clip[1]):
+            raise ValueError(f"OutQuant: need qmin <= zero_point <= qmax and clip lo <= hi, got "
+                             f"{self.qrange}, {self.zero_point}, {self.clip}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"OutQuant.scale: must be finite and positive, got {self.scale}")
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The final clamp: ``qrange`` intersected with ``clip``."""
+        return max(self.qrange[0], self.clip[0]), min(self.qrange[1], self.clip[1])
 
 
 def quantize_weight(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +218,36 @@ class _QuantLayer(nn.Module):
                 raise ValueError(f"act_zero_point: must lie in [{qmin}, {qmax}], got {z}")
             self.register_buffer("act_scale", s.clone())
             self.register_buffer("act_zero_point", torch.tensor(z, dtype=torch.int32))
+        self.out_quant: OutQuant | None = None
+
+    def set_output_quant(self, out: OutQuant | None) -> None:
+        """Requantize the output as ``out`` says (a fused W8A8 chain), or None for float
+        output. Only a layer with static activations has the per-channel requantization
+        multiplier (its activation scale is a constant)."""
+        if out is not None:
+            if self.act is None or self.act.mode != "static":
+                raise ValueError("out: only a layer with static activations requantizes its "
+                                 "output")
+            self._requant_params(out)  # raises if the requantization scale is unusable
+        self.out_quant = out
+
+    def _requant_params(self, out: OutQuant):
+        b = None if self.bias is None else self.bias.numpy()
+        return requantize_params(float(self.act_scale), self._w_scale_vector().numpy(),
+                                 float(out.scale), b)
+
+    def _requantized(self, acc: torch.Tensor, channel_dim: int
+                     ) -> tuple[torch.Tensor, np.ndarray]:
+        """(float32 (q - zp) * s, int32 q) of the exact accumulator ``acc`` (float64)."""
+        out = self.out_quant
+        mult, shift, bias_q = self._requant_params(out)
+        acc_last = _as_int32(acc.movedim(channel_dim, -1).to(torch.int64).numpy())
+        lo, hi = out.bounds
+        q = kernel_ref.requantize(acc_last, mult, shift, out.zero_point, lo, hi, bias_q,
+                                  np.int32)
+        y = (torch.from_numpy(q - out.zero_point).to(torch.float32)
+             * torch.tensor(out.scale, dtype=torch.float32))
+        return y.movedim(-1, channel_dim), q
 
     # -- weights ---------------------------------------------------------------------------
     def dequantized_weight(self) -> torch.Tensor:
@@ -216,7 +289,9 @@ class _QuantLayer(nn.Module):
     def extra_repr(self) -> str:
         act = "float" if self.act is None else \
             f"{self.act.mode} {'s' if self.act.symmetric else 'u'}{self.act.bits}"
-        return f"weight={self.weight_format} {self.weight_spec.granularity}, act={act}"
+        out = "" if self.out_quant is None else \
+            f", out=requantized {self.out_quant.bounds} zp={self.out_quant.zero_point}"
+        return f"weight={self.weight_format} {self.weight_spec.granularity}, act={act}{out}"
 
 
 class QuantLinear(_QuantLayer):
@@ -271,7 +346,9 @@ class QuantLinear(_QuantLayer):
         lead = x.shape[:-1]
         q, a_s, z = self._quantized_rows(x.reshape(-1, self.in_features))
         acc = F.linear(q.double() - z, self.weight_q.double())  # exact: integer sums < 2^53
-        return self._epilogue(acc, a_s, 1).reshape(*lead, self.out_features)
+        y = self._epilogue(acc, a_s, 1) if self.out_quant is None else \
+            self._requantized(acc, 1)[0]
+        return y.reshape(*lead, self.out_features)
 
     def integer_trace(self, x: torch.Tensor) -> IntegerTrace:
         """The integer GEMM operands and result for input ``x`` (see ``IntegerTrace``)."""
@@ -284,8 +361,10 @@ class QuantLinear(_QuantLayer):
         q, a_s, z = self._quantized_rows(x2)
         a_q = q.numpy()
         acc = (a_q.astype(np.int64) - z) @ w_q.astype(np.int64).T
+        out_q = None if self.out_quant is None else \
+            self._requantized(torch.from_numpy(acc.astype(np.float64)), 1)[1]
         return IntegerTrace(a_q, a_s.reshape(-1).numpy(), z, w_q,
-                            self._w_scale_vector().numpy().copy(), _as_int32(acc), b, out)
+                            self._w_scale_vector().numpy().copy(), _as_int32(acc), b, out, out_q)
 
 
 class QuantConv2d(_QuantLayer):
@@ -360,7 +439,8 @@ class QuantConv2d(_QuantLayer):
         q, a_s, z = self._quantized_input(x)
         # (q - z) is 0 where the float input is 0, so zero padding stays exact.
         acc = self._conv(q.double() - z, self.weight_q.double())
-        return self._epilogue(acc, a_s, 1)
+        return self._epilogue(acc, a_s, 1) if self.out_quant is None else \
+            self._requantized(acc, 1)[0]
 
     def integer_trace(self, x: torch.Tensor) -> IntegerTrace:
         """im2col form of the integer GEMM for input ``x`` [B, C, H, W] (see IntegerTrace)."""
@@ -379,8 +459,10 @@ class QuantConv2d(_QuantLayer):
         a_q = rows.to(q.dtype).numpy()
         a_scale = a_s.reshape(-1, 1).expand(-1, cols.shape[2]).reshape(-1).numpy()
         acc = (a_q.astype(np.int64) - z) @ w_q.astype(np.int64).T
+        out_q = None if self.out_quant is None else \
+            self._requantized(torch.from_numpy(acc.astype(np.float64)), 1)[1]
         return IntegerTrace(a_q, a_scale.copy(), z, w_q, self._w_scale_vector().numpy().copy(),
-                            _as_int32(acc), b, out)
+                            _as_int32(acc), b, out, out_q)
 
 
 def _pair(v) -> tuple[int, int]:

@@ -112,6 +112,7 @@ class FormatScheme:
     act_bits: int              # bits per activation element the GEMM reads
     OPTIONS: dict[str, object] = {}
     packed: tuple[str, ...] = ("weight_data",)
+    variable: tuple[str, ...] = ()  # buffers whose length a loaded state_dict sets
     # K order of a conv's GEMM: (kh, kw, c) reads channels-last patches in runs of C (fast);
     # (c, kh, kw) is torch's weight.reshape(out, -1), needed where K groups share a scale
     tap_major: bool = True
@@ -151,6 +152,11 @@ class FormatScheme:
         """Informational keys of ``lowbit_storage`` (grouped formats: group size, scale dtype)."""
         return {}
 
+    def sparsity(self, mod) -> tuple[float, str]:
+        """(fraction of zero weights the format does not store, storage protocol's kind):
+        dense formats store and multiply every weight, zeros included."""
+        return 0.0, "dense"
+
     @staticmethod
     def channel(mod, name: str, g: int) -> torch.Tensor | None:
         buf = getattr(mod, name, None)
@@ -160,43 +166,52 @@ class FormatScheme:
         return buf[g * n:(g + 1) * n]
 
 
-# --- int8 (W8A8) -------------------------------------------------------------------------
+# --- integer activations (int8 and csr) ------------------------------------------------------
 
-class Int8Scheme(FormatScheme):
-    """int8 weights per output channel, int8/uint8 activations (dynamic per row, or static),
-    float32 out through the Dequantize epilogue or int8/uint8 out through Requantize."""
+def _qrange(name: str, value) -> tuple[int, int] | None:
+    """An optional (qmin, qmax) option as a tuple of ints."""
+    if value is None:
+        return None
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected (qmin, qmax), got {value!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (lo, hi)) \
+            or lo > hi:
+        raise ValueError(f"{name}: expected integers qmin <= qmax, got {value!r}")
+    return int(lo), int(hi)
 
-    fmt = "int8"
-    OPTIONS = {"act_scale": None, "act_zero_point": 0, "out_scale": None, "out_zero_point": 0,
-               "relu": False, "act_granularity": "row"}
+
+class IntActivationScheme(FormatScheme):
+    """What the formats with int8 / uint8 activations share (``int8``, ``csr``): dynamic
+    symmetric activations per GEMM row (or per conv input image, ``act_granularity="sample"``)
+    or static ones (``act_scale``, ``act_zero_point``, optional ``act_range`` (qmin, qmax):
+    b-bit activations in the int8 kernels, uint8 if qmin >= 0, else int8), and the integer
+    operands of a call (``integer_rows``, ``accumulate``: the modules' ``integer_trace``)."""
+
+    OPTIONS = {"act_scale": None, "act_zero_point": 0, "act_range": None,
+               "act_granularity": "row"}
     GRANULARITIES = ("row", "sample")  # dynamic scales: per GEMM row, or per conv input image
-    weight_bits = 8
     act_bits = 8
-    packed = ("weight_data", "weight_col_sum")
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
         o = self.options
         if o["act_scale"] is None:
-            if o["act_zero_point"] != 0:
-                raise ValueError("act_zero_point: only with act_scale (static activations); "
-                                 "dynamic activations are symmetric")
-            if o["out_scale"] is not None:
-                raise ValueError("out_scale: int8 output needs static activations (act_scale): "
-                                 "dynamic activations have one scale per row, the requantizing "
-                                 "multiplier one per output channel")
+            if o["act_zero_point"] != 0 or o["act_range"] is not None:
+                raise ValueError("act_zero_point, act_range: only with act_scale (static "
+                                 "activations); dynamic activations are symmetric int8")
         else:
             o["act_scale"] = _positive("act_scale", o["act_scale"])
-            o["act_zero_point"] = _zero_point("act_zero_point", o["act_zero_point"])
-        if o["out_scale"] is None:
-            if o["out_zero_point"] != 0 or o["relu"]:
-                raise ValueError("out_zero_point, relu: only with out_scale (int8 output); "
-                                 "apply torch.relu to a float output")
-        else:
-            o["out_scale"] = _positive("out_scale", o["out_scale"])
-            o["out_zero_point"] = _zero_point("out_zero_point", o["out_zero_point"])
-        if not isinstance(o["relu"], bool):
-            raise TypeError(f"relu: expected a bool, got {o['relu']!r}")
+            o["act_range"] = _qrange("act_range", o["act_range"])
+            if o["act_range"] is None:
+                o["act_zero_point"] = _zero_point("act_zero_point", o["act_zero_point"])
+            else:
+                zp = o["act_zero_point"]
+                if isinstance(zp, bool) or not isinstance(zp, (int, np.integer)):
+                    raise ValueError(f"act_zero_point: must be an integer, got {zp!r}")
+                o["act_zero_point"] = int(zp)
+                activation_range(o["act_zero_point"], o["act_range"])  # validates
         if o["act_granularity"] not in self.GRANULARITIES:
             raise ValueError(f"act_granularity: must be one of {self.GRANULARITIES}, got "
                              f"{o['act_granularity']!r}")
@@ -208,6 +223,87 @@ class Int8Scheme(FormatScheme):
     def static(self) -> bool:
         return self.options["act_scale"] is not None
 
+    def _act_buffers(self) -> dict[str, torch.Tensor]:
+        o = self.options
+        if not self.static:
+            return {}
+        return {"act_scale": torch.tensor(o["act_scale"], dtype=torch.float32),
+                "act_zero_point": torch.tensor(o["act_zero_point"], dtype=torch.int32)}
+
+    def prepare_input(self, mod, x):
+        if not self.static:
+            if not x.is_floating_point():
+                raise TypeError(f"x: this layer quantizes its activations dynamically, so it "
+                                f"takes float input, got {x.dtype}; quantized input needs a "
+                                f"layer with act_scale")
+            if self.options["act_granularity"] == "row":
+                return _as_float_input(x), 0, None
+            # one scale per image [B, C, H, W]: quantized before im2col, padding 0 = q(0)
+            q, s = _OPS.quantize_dynamic(_as_float_input(x).reshape(x.shape[0], -1))
+            return q.reshape(x.shape), 0, s
+        zp, qrange = int(mod.act_zero_point), self.options["act_range"]
+        dtype = _TORCH_DTYPE[activation_range(zp, qrange)[0]]
+        if x.is_floating_point():
+            q = _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp,
+                                     None if qrange is None else list(qrange))
+            return q, zp, None
+        if x.dtype != dtype:
+            raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}"
+                            f"{'' if qrange is None else f', act_range={qrange}'}), got "
+                            f"{x.dtype}")
+        return x, zp, None
+
+    def integer_rows(self, mod, rows, a_scale=None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                             int]:
+        """(q [M, K] int8 / uint8, per-row scales float32 [M] of dynamic activations or None
+        for static ones (``mod.act_scale``), zero point) of GEMM rows from ``prepare_input``
+        (float rows are quantized per row here; ``a_scale``: per-sample scales)."""
+        if rows.is_floating_point():
+            q, s = _OPS.quantize_dynamic(rows)
+            return q, s, 0
+        if a_scale is not None:
+            return rows, a_scale, 0
+        return rows, None, int(mod.act_zero_point)
+
+
+# --- int8 (W8A8) -------------------------------------------------------------------------
+
+class Int8Scheme(IntActivationScheme):
+    """int8 weights per output channel, int8/uint8 activations (dynamic per row, or static),
+    float32 out through the Dequantize epilogue or int8/uint8 out through Requantize
+    (``out_scale``, ``out_zero_point``; ``out_range`` (qmin, qmax) gives the output the
+    dtype and range of a consumer's ``act_range``; ``relu`` or ``out_clip`` (qmin, qmax)
+    clamp it further: a fused activation)."""
+
+    fmt = "int8"
+    OPTIONS = {**IntActivationScheme.OPTIONS, "out_scale": None, "out_zero_point": 0,
+               "out_range": None, "relu": False, "out_clip": None}
+    weight_bits = 8
+    packed = ("weight_data", "weight_col_sum")
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        o = self.options
+        if o["act_scale"] is None and o["out_scale"] is not None:
+            raise ValueError("out_scale: int8 output needs static activations (act_scale): "
+                             "dynamic activations have one scale per row, the requantizing "
+                             "multiplier one per output channel")
+        if o["out_scale"] is None:
+            if (o["out_zero_point"] != 0 or o["relu"] or o["out_range"] is not None
+                    or o["out_clip"] is not None):
+                raise ValueError("out_zero_point, out_range, relu, out_clip: only with "
+                                 "out_scale (int8 output); apply torch.relu to a float output")
+        else:
+            o["out_scale"] = _positive("out_scale", o["out_scale"])
+            o["out_range"] = _qrange("out_range", o["out_range"])
+            o["out_clip"] = _qrange("out_clip", o["out_clip"])
+            if o["out_range"] is None:
+                o["out_zero_point"] = _zero_point("out_zero_point", o["out_zero_point"])
+            else:
+                activation_range(o["out_zero_point"], o["out_range"])  # validates
+        if not isinstance(o["relu"], bool):
+            raise TypeError(f"relu: expected a bool, got {o['relu']!r}")
+
     @property
     def int8_out(self) -> bool:
         return self.options["out_scale"] is not None
@@ -218,11 +314,8 @@ class Int8Scheme(FormatScheme):
         bufs = {"weight_data": _aligned_zeros((g, *packed_shape), np.int8),
                 "weight_col_sum": torch.zeros(g, geo.n, dtype=torch.int32),
                 "weight_abs_sum_max": torch.zeros(g, dtype=torch.int64),
-                "weight_scale": torch.ones(c, dtype=torch.float32)}
+                "weight_scale": torch.ones(c, dtype=torch.float32), **self._act_buffers()}
         o = self.options
-        if self.static:
-            bufs["act_scale"] = torch.tensor(o["act_scale"], dtype=torch.float32)
-            bufs["act_zero_point"] = torch.tensor(o["act_zero_point"], dtype=torch.int32)
         if self.int8_out:
             bufs["out_scale"] = torch.tensor(o["out_scale"], dtype=torch.float32)
             bufs["out_zero_point"] = torch.tensor(o["out_zero_point"], dtype=torch.int32)
@@ -273,48 +366,138 @@ class Int8Scheme(FormatScheme):
     def meta(self, mod, g: int) -> list[int]:
         return [mod.geometry.k, mod.geometry.n, int(mod.weight_abs_sum_max[g])]
 
-    def prepare_input(self, mod, x):
-        if not self.static:
-            if not x.is_floating_point():
-                raise TypeError(f"x: this layer quantizes its activations dynamically, so it "
-                                f"takes float input, got {x.dtype}; quantized input needs a "
-                                f"layer with act_scale")
-            if self.options["act_granularity"] == "row":
-                return _as_float_input(x), 0, None
-            # one scale per image [B, C, H, W]: quantized before im2col, padding 0 = q(0)
-            q, s = _OPS.quantize_dynamic(_as_float_input(x).reshape(x.shape[0], -1))
-            return q.reshape(x.shape), 0, s
-        zp = int(mod.act_zero_point)
-        dtype = _TORCH_DTYPE[activation_range(zp)[0]]
-        if x.is_floating_point():
-            return _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp), zp, None
-        if x.dtype != dtype:
-            raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}), "
-                            f"got {x.dtype}")
-        return x, zp, None
+    def accumulate(self, mod, q: torch.Tensor, g: int, zp: int) -> torch.Tensor:
+        """int32 [M, N] = (q - zp) @ W_g^T, the kernel without an epilogue."""
+        return _OPS.gemm_int8(q, self.weights(mod, g), self.meta(mod, g), "int8", zp)
+
+    def out_qrange(self, mod) -> tuple[torch.dtype, int, int]:
+        """(dtype, qmin, qmax) of the requantized output: ``out_range`` (or the zero
+        point's default), clamped by ``relu`` and ``out_clip``."""
+        o, ozp = self.options, int(mod.out_zero_point)
+        dtype, lo, hi = activation_range(ozp, o["out_range"])
+        if o["relu"]:
+            lo = max(lo, ozp)
+        if o["out_clip"] is not None:
+            lo, hi = max(lo, o["out_clip"][0]), min(hi, o["out_clip"][1])
+        return _TORCH_DTYPE[dtype], lo, hi
 
     def matmul(self, mod, rows, g: int, pad_taps=None, a_scale=None) -> torch.Tensor:
         """One group's GEMM; ``a_scale``: the per-row scales of rows quantized per sample."""
         w, meta = self.weights(mod, g), self.meta(mod, g)
         w_scale, bias = self.channel(mod, "weight_scale", g), self.channel(mod, "bias", g)
-        if rows.is_floating_point():  # dynamic, per row
-            rows, a_scale = _OPS.quantize_dynamic(rows)
+        rows, a_scale, zp = self.integer_rows(mod, rows, a_scale)
         if a_scale is not None:       # dynamic: symmetric, zero point 0
             return _OPS.gemm_int8(rows, w, meta, "int8", 0, "dequantize", a_scale=a_scale,
                                   w_scale=w_scale, bias=bias)
-        zp = int(mod.act_zero_point)
         if not self.int8_out:
             return _OPS.gemm_int8(rows, w, meta, "int8", zp, "dequantize", a_scale=mod.act_scale,
                                   w_scale=w_scale, bias=bias)
-        ozp = int(mod.out_zero_point)
-        dtype, lo, hi = activation_range(ozp)
-        dtype = _TORCH_DTYPE[dtype]
+        dtype, qmin, qmax = self.out_qrange(mod)
         return _OPS.gemm_int8(
             rows, w, meta, "int8", zp, "requantize",
             multiplier=self.channel(mod, "requant_multiplier", g),
             shift=self.channel(mod, "requant_shift", g),
-            bias=self.channel(mod, "requant_bias", g), out_zero_point=ozp,
-            qmin=ozp if self.options["relu"] else lo, qmax=hi, out_dtype=dtype)
+            bias=self.channel(mod, "requant_bias", g), out_zero_point=int(mod.out_zero_point),
+            qmin=qmin, qmax=qmax, out_dtype=dtype)
+
+
+# --- csr (unstructured sparse int8 weights) ----------------------------------------------------
+
+class CsrScheme(IntActivationScheme):
+    """Unstructured sparse int8 weights in CSR (``format_csr``): quantized per output channel
+    as ``int8`` (s_j = max|w_j| / 127), only the nonzero integers stored; activations as
+    ``int8`` (dynamic or static, int8 / uint8); ``spmm_csr`` gives the exact int32
+    accumulator, then the Dequantize arithmetic y = float32(acc) * (s_x[i] * s_j) + bias_j
+    (``ref.dequantize``: the same float32 steps as the int8 format, so both give the same
+    bits). uint8 activations run as q - 128 in int8, plus (128 - zp) * rowsum(W).
+
+    Groups are stored as [G, ...] arrays, each group's entries padded to the longest group;
+    the stored entry count is data-dependent, so the index and value buffers take the
+    length of a loaded state_dict (``variable``)."""
+
+    fmt = "csr"
+    weight_bits = 8
+    packed = ("weight_row_ptr", "weight_col_idx", "weight_values")
+    variable = ("weight_col_idx", "weight_values")
+
+    def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
+        bufs = {"weight_row_ptr": torch.zeros(geo.groups, geo.n + 1, dtype=torch.int64),
+                "weight_col_idx": torch.zeros(geo.groups, 0, dtype=torch.int32),
+                "weight_values": torch.zeros(geo.groups, 0, dtype=torch.int8),
+                "weight_scale": torch.ones(geo.channels, dtype=torch.float32),
+                **self._act_buffers()}
+        if geo.bias:
+            bufs["bias"] = torch.zeros(geo.channels, dtype=torch.float32)
+        return bufs
+
+    def _fill(self, geo: GemmGeometry, q: torch.Tensor, scale: torch.Tensor, bias):
+        records = [pack_weights(q[g].numpy(), "csr", layout="nk") for g in range(geo.groups)]
+        width = max(r.stored for r in records)
+        idx = torch.zeros(geo.groups, width, dtype=torch.int32)
+        val = torch.zeros(geo.groups, width, dtype=torch.int8)
+        for g, r in enumerate(records):
+            idx[g, :r.stored] = torch.from_numpy(r.col_idx)
+            val[g, :r.stored] = torch.from_numpy(r.values)
+        bufs = {"weight_row_ptr": torch.from_numpy(np.stack([r.row_ptr for r in records])),
+                "weight_col_idx": idx, "weight_values": val,
+                "weight_scale": scale.to(torch.float32).contiguous()}
+        if bias is not None:
+            bufs["bias"] = bias
+        return bufs
+
+    def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
+        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k).numpy())
+        return self._fill(geo, torch.from_numpy(q).reshape(geo.groups, geo.n, geo.k),
+                          torch.from_numpy(s), bias)
+
+    def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
+        if weight_zero_point is not None:
+            raise ValueError("weight_zero_point: csr int8 weights are symmetric (no zero point)")
+        _int_range("weight", weight, -128, 127)
+        scale = _channel_scales("weight_scale", weight_scale, geo.channels)
+        return self._fill(geo, weight.to(torch.int8), scale, bias)
+
+    def weights(self, mod, g: int) -> list[torch.Tensor]:
+        row_ptr = mod.weight_row_ptr[g]
+        stored = int(row_ptr[-1])
+        return [row_ptr, mod.weight_col_idx[g, :stored], mod.weight_values[g, :stored]]
+
+    def meta(self, mod, g: int) -> list[int]:
+        return [mod.geometry.n, mod.geometry.k]
+
+    def sparsity(self, mod) -> tuple[float, str]:
+        nnz = sum(self.packed_record(mod, g).nnz for g in range(mod.geometry.groups))
+        geo = mod.geometry
+        return 1.0 - nnz / (geo.groups * geo.n * geo.k), "unstructured"
+
+    def accumulate(self, mod, q: torch.Tensor, g: int, zp: int) -> torch.Tensor:
+        """int32 [M, N] = (q - zp) @ W_g^T through spmm_csr (W [N, K] x q^T [K, M])."""
+        w, meta = self.weights(mod, g), self.meta(mod, g)
+        x = q.detach().numpy().T
+        offset = 128 if q.dtype == torch.uint8 else 0
+        if offset:  # uint8 q as q - 128 in int8: flipping the top bit
+            x = (x ^ np.uint8(0x80)).view(np.int8)
+        acc = _OPS.spmm_csr(w, meta, self.fmt, torch.from_numpy(np.ascontiguousarray(x)))
+        acc = acc.numpy().T
+        if offset != zp:
+            row_sum = self.packed_record(mod, g).row_sum.astype(np.int64)
+            wide = acc.astype(np.int64) + (offset - zp) * row_sum
+            if wide.size and (wide.min() < np.iinfo(np.int32).min
+                              or wide.max() > np.iinfo(np.int32).max):
+                raise ValueError("x: the accumulator (q - zero_point) @ W^T leaves int32; "
+                                 "split K")
+            return torch.from_numpy(wide.astype(np.int32))
+        return torch.from_numpy(np.ascontiguousarray(acc))
+
+    def matmul(self, mod, rows, g: int, pad_taps=None, a_scale=None) -> torch.Tensor:
+        rows, a_scale, zp = self.integer_rows(mod, rows, a_scale)
+        acc = self.accumulate(mod, rows, g, zp).numpy()
+        if a_scale is None:
+            a_scale = mod.act_scale.expand(acc.shape[0])
+        bias = self.channel(mod, "bias", g)
+        return torch.from_numpy(ref.dequantize(
+            acc, a_scale.numpy(), self.channel(mod, "weight_scale", g).numpy(),
+            None if bias is None else bias.numpy()))
 
 
 # --- int4 / uint4 (weight-only, or w4a8) ---------------------------------------------------
@@ -520,6 +703,7 @@ class BinaryScheme(FormatScheme):
 
 SCHEMES: dict[str, type[FormatScheme]] = {
     "int8": Int8Scheme, "int4": Int4Scheme, "uint4": Uint4Scheme, "binary": BinaryScheme,
+    "csr": CsrScheme,
 }
 
 

@@ -5,16 +5,24 @@ torch ops (``kernels.torch_ops``). Formats (``module_formats.SCHEMES``):
 
 * ``"int8"`` (W8A8): weights int8 per output channel; activations dynamic (per GEMM row at
   run time; for a conv ``act_granularity="sample"`` takes one scale per input image) or
-  static (``act_scale``, ``act_zero_point``: int8 if the zero point is 0, else uint8);
-  float32 out through the Dequantize epilogue, or with ``out_scale`` /
-  ``out_zero_point`` (and ``relu``) int8/uint8 out through Requantize, so consecutive W8A8
-  layers pass integer tensors. A static layer also takes integer input, read with its own
+  static (``act_scale``, ``act_zero_point``: int8 if the zero point is 0, else uint8;
+  ``act_range=(qmin, qmax)`` narrows the range, e.g. 4-bit activations, and is uint8 if
+  qmin >= 0); float32 out through the Dequantize epilogue, or with ``out_scale`` /
+  ``out_zero_point`` (``out_range`` as ``act_range``; ``relu`` / ``out_clip=(qmin, qmax)``
+  a fused activation clamp) int8/uint8 out through Requantize, so consecutive W8A8 layers
+  pass integer tensors. A static layer also takes integer input, read with its own
   ``act_scale`` / ``act_zero_point`` (give it the producing layer's ``out_*``).
 * ``"int4"`` / ``"uint4"``: grouped 4-bit weights (``group_size`` 32/64/128, float16 or
   float32 scales); ``activations="float32"`` / ``"bfloat16"`` (gemm_w4a16, weight-only) or
   ``"int8"`` (gemm_w4a8, dynamic int8 per row).
 * ``"binary"`` (XNOR-Net, Rastegari et al., ECCV 2016): sign weights with alpha per output
   channel, sign activations with beta per row (per output pixel for conv).
+* ``"csr"``: unstructured sparse int8 weights (quantized per output channel as ``"int8"``,
+  the nonzero integers stored in CSR), activations as ``"int8"`` (dynamic or static),
+  float32 out with the int8 format's Dequantize arithmetic (``spmm_csr``).
+
+``integer_trace(x)`` (int8 and csr) returns the integer operands and the int32 accumulator
+of a call (``KernelTrace``), computed by the same kernels without an epilogue.
 
 Exact arithmetic (``kernels.quantize`` states the formulas; a simulation that follows them
 reproduces the integers bit-exactly and the float outputs to the last bit where noted):
@@ -50,15 +58,53 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import nn
 
 from .formats import ALIGN, aligned_empty
-from .module_formats import BinaryScheme, GemmGeometry, as_tensor, make_scheme
+from .module_formats import (BinaryScheme, GemmGeometry, IntActivationScheme, as_tensor,
+                             make_scheme)
 
-__all__ = ["LowbitConv2d", "LowbitLinear"]
+__all__ = ["KernelTrace", "LowbitConv2d", "LowbitLinear"]
+
+
+@dataclass(frozen=True, eq=False)
+class KernelTrace:
+    """The integer GEMM of one call of an int8 / csr module (numpy arrays).
+
+    a_q: int8 / uint8 [M, G * K], the rows the kernel multiplied (a Linear: the rows of
+    x.reshape(-1, in_features); a conv: im2col rows in (image, oh, ow) order, group g's K in
+    columns g * K:(g + 1) * K, in the format's K order (int8 and csr: (kh, kw, channel)));
+    a_scale: float32 [M] of dynamic activations, None for static ones (``act_scale``);
+    a_zero_point: int; acc: int32 [M, G * N] = (a_q - a_zero_point) @ W^T per group, exact;
+    out: the module's output for this input (float, or int8 / uint8 when requantized).
+    """
+
+    a_q: np.ndarray
+    a_scale: np.ndarray | None
+    a_zero_point: int
+    acc: np.ndarray
+    out: torch.Tensor
+
+
+def _kernel_trace(mod, parts, out) -> KernelTrace:
+    """A KernelTrace from ``parts``: per group (rows, per-sample scales or None)."""
+    scheme = mod.scheme
+    if not isinstance(scheme, IntActivationScheme):
+        raise TypeError(f"integer_trace: format {mod.fmt!r} has no integer activations; "
+                        f"only 'int8' and 'csr' layers have an integer GEMM to trace")
+    qs, accs, scale, zp = [], [], None, 0
+    with torch.no_grad():
+        for g, rows, a_scale in parts:
+            q, scale, zp = scheme.integer_rows(mod, rows, a_scale)
+            qs.append(q.numpy())
+            accs.append(scheme.accumulate(mod, q, g, zp).numpy())
+    return KernelTrace(np.concatenate(qs, axis=1), None if scale is None else scale.numpy(),
+                       zp, np.concatenate(accs, axis=1), out)
 
 
 def _aligned_copy(t: torch.Tensor) -> torch.Tensor:
@@ -93,10 +139,22 @@ class _LowbitModule(nn.Module):
             self.register_buffer(name, t)
         self.register_load_state_dict_post_hook(_realign_after_load)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Formats whose stored length depends on the data (csr's nonzeros) take the
+        # length of the loaded tensors; every other shape must match.
+        for name in self.scheme.variable:
+            t = state_dict.get(prefix + name)
+            old = self._buffers[name]
+            if isinstance(t, torch.Tensor) and t.dim() == old.dim() and \
+                    t.shape[:-1] == old.shape[:-1] and t.dtype == old.dtype:
+                self._buffers[name] = torch.zeros_like(t)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _set_buffers(self, buffers: dict[str, torch.Tensor]) -> None:
         for name, t in buffers.items():
             old = self._buffers[name]
-            assert old.shape == t.shape and old.dtype == t.dtype, (name, old.shape, t.shape)
+            assert (old.shape == t.shape or name in self.scheme.variable) and \
+                old.dtype == t.dtype, (name, old.shape, t.shape)
             self._buffers[name] = t
 
     @staticmethod
@@ -160,18 +218,20 @@ class _LowbitModule(nn.Module):
         quantization parameters, requantization multipliers); ``weight_bits``: bits of one
         stored weight value (8, 4, 1; scales and metadata are in ``bytes``); ``act_bits``:
         what the GEMM reads (8, 1, or 32 / 16 for weight-only int4); ``sparsity`` 0.0 and
-        ``sparsity_kind`` "dense": these formats store and multiply every weight, zeros
-        included; ``params``: logical weights and biases; int4 / uint4 add ``group_size``
-        and ``scale_dtype``.
+        ``sparsity_kind`` "dense" for the dense formats, which store and multiply every
+        weight, zeros included; csr: the fraction of zero int8 weights (not stored),
+        "unstructured"; ``params``: logical weights and biases; int4 / uint4 add
+        ``group_size`` and ``scale_dtype``.
         """
         geo = self.geometry
         nbytes = sum(b.numel() * b.element_size() for b in self._buffers.values()
                      if b is not None)
         params = geo.groups * geo.k * geo.n + (geo.channels if geo.bias else 0)
+        sparsity, kind = self.scheme.sparsity(self)
         return {"format": self.fmt, "bytes": int(nbytes),
                 "weight_bits": float(self.scheme.weight_bits),
-                "act_bits": int(self.scheme.act_bits), "sparsity": 0.0, "sparsity_kind": "dense",
-                "params": int(params), **self.scheme.storage_extra()}
+                "act_bits": int(self.scheme.act_bits), "sparsity": float(sparsity),
+                "sparsity_kind": kind, "params": int(params), **self.scheme.storage_extra()}
 
     def _format_repr(self) -> str:
         opts = self.scheme.describe(self)
@@ -184,8 +244,9 @@ class LowbitLinear(_LowbitModule):
     Build it with ``from_float`` or ``from_quantized``; ``LowbitLinear(in, out, bias, fmt,
     **options)`` allocates zero weights for ``load_state_dict``. Options per format (see
     the module docstring): int8 ``act_scale``, ``act_zero_point``, ``out_scale``,
-    ``out_zero_point``, ``relu``; int4 / uint4 ``group_size``, ``scale_dtype``,
-    ``activations``; binary none.
+    ``out_zero_point``, ``relu``, ``act_range``, ``out_range``, ``out_clip``,
+    ``act_granularity``; csr the int8 activation options (``act_*``); int4 / uint4
+    ``group_size``, ``scale_dtype``, ``activations``; binary none.
 
     Example:
         >>> lin = torch.nn.Linear(64, 10)
@@ -218,7 +279,7 @@ class LowbitLinear(_LowbitModule):
 
         Args:
             module: an ``nn.Linear`` (its weight is taken in float32).
-            fmt: "int8", "int4", "uint4" or "binary".
+            fmt: "int8", "int4", "uint4", "binary" or "csr".
             options: the format's options (class docstring).
         """
         if not isinstance(module, nn.Linear):
@@ -238,7 +299,8 @@ class LowbitLinear(_LowbitModule):
                 group_size)] float16 or float32 (its dtype is stored; K is zero-padded).
                 "uint4": nibbles n in [0, 15], ``weight_zero_point`` [out, ceil(in /
                 group_size)] in [0, 15], v = n - z. "binary": signs (>= 0 is +1) [out, in],
-                ``weight_scale`` alpha [out].
+                ``weight_scale`` alpha [out]. "csr": int8 values as for "int8" (the
+                nonzeros are stored).
             bias: float [out] or None.
             options: the format's options (activation / output quantization parameters).
 
@@ -265,6 +327,19 @@ class LowbitLinear(_LowbitModule):
         xin, _, _ = self.scheme.prepare_input(self, x)
         out = self.scheme.matmul(self, xin.reshape(-1, self.in_features), 0)
         return self._finish(out.reshape(*x.shape[:-1], self.out_features), x)
+
+    def integer_trace(self, x: torch.Tensor) -> KernelTrace:
+        """The integer rows, scales and exact int32 accumulator of ``self(x)`` (int8 / csr
+        formats; see ``KernelTrace``), from the same kernels without an epilogue.
+
+        Example:
+            >>> q = LowbitLinear.from_float(torch.nn.Linear(8, 4), "int8", act_scale=0.1)
+            >>> q.integer_trace(torch.ones(2, 8)).acc.shape
+            (2, 4)
+        """
+        out = self(x)
+        xin, _, _ = self.scheme.prepare_input(self, x)
+        return _kernel_trace(self, [(0, xin.reshape(-1, self.in_features), None)], out)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -424,36 +499,56 @@ class LowbitConv2d(_LowbitModule):
         mask = _padded_nhwc(np.zeros((1, 1, h, w), np.int32), self._pad, 1)
         return _im2col(mask, self.kernel_size, self.stride, self.dilation, out_hw)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_input(self, x) -> tuple[int, int]:
+        """(OH, OW) of a valid 4-D input x."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 3:
-            return self.forward(x.unsqueeze(0)).squeeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x: expected [batch, {self.in_channels}, H, W] or "
                              f"[{self.in_channels}, H, W], got shape {tuple(x.shape)}")
-        b, _, h, w = x.shape
+        h, w = x.shape[2:]
         oh, ow = self._out_hw(h, w)
         if oh < 1 or ow < 1:
             raise ValueError(f"x: input {h}x{w} is smaller than the padded kernel "
                              f"(kernel {self.kernel_size}, dilation {self.dilation}, "
                              f"padding {self.padding})")
+        return oh, ow
+
+    def _gemm_rows(self, x: torch.Tensor):
+        """Yield (group, im2col rows [B * OH * OW, K], per-row scales of per-sample dynamic
+        activations or None) of a checked 4-D input."""
+        oh, ow = self._out_hw(*x.shape[2:])
         xin, pad_value, sample_scale = self.scheme.prepare_input(self, x)
         xp = _padded_nhwc(xin.detach().numpy(), self._pad, pad_value)
-        pad_taps = (self._pad_taps(h, w, (oh, ow))
-                    if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
         a_scale = None if sample_scale is None else sample_scale.repeat_interleave(oh * ow)
-        cg, ng = self.in_channels // self.groups, self.out_channels // self.groups
-        out = None
+        cg = self.in_channels // self.groups
         for g in range(self.groups):
             rows = _im2col(xp[..., g * cg:(g + 1) * cg], self.kernel_size, self.stride,
                            self.dilation, (oh, ow), self.scheme.tap_major)
-            part = self.scheme.matmul(self, torch.from_numpy(rows), g, pad_taps,
-                                      a_scale).numpy()
+            yield g, torch.from_numpy(rows), a_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        oh, ow = self._check_input(x)
+        b, _, h, w = x.shape
+        pad_taps = (self._pad_taps(h, w, (oh, ow))
+                    if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
+        ng = self.out_channels // self.groups
+        out = None
+        for g, rows, a_scale in self._gemm_rows(x):
+            part = self.scheme.matmul(self, rows, g, pad_taps, a_scale).numpy()
             if out is None:
                 out = np.empty((b, self.out_channels, oh, ow), part.dtype)
             out[:, g * ng:(g + 1) * ng] = part.reshape(b, oh, ow, ng).transpose(0, 3, 1, 2)
         return self._finish(torch.from_numpy(out), x)
+
+    def integer_trace(self, x: torch.Tensor) -> KernelTrace:
+        """The integer im2col rows, scales and exact int32 accumulator of ``self(x)`` for a
+        4-D input (int8 / csr formats; see ``KernelTrace``: K in (kh, kw, channel) order)."""
+        out = self(x)
+        self._check_input(x)
+        return _kernel_trace(self, self._gemm_rows(x), out)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -9,7 +9,8 @@ the modules' integers exactly. Rounding is to nearest, ties to even (``np.rint``
     int8 weights, per output channel j:   s_j = float32(max_k |w_jk|) / 127   (1.0 if 0)
                                           q_jk = clip(rint(w_jk / s_j), -128, 127)
     static activations (scale s, zp):     q = clip(rint(x / s) + zp, qmin, qmax)
-                                          int8 [-128, 127] if zp == 0, else uint8 [0, 255]
+                                          int8 [-128, 127] if zp == 0, else uint8 [0, 255],
+                                          or a narrower (qmin, qmax) (b-bit activations)
     dynamic activations, per row i:       s_i = max_k |x_ik| / 127   (1.0 if 0), zp = 0
                                           q_ik = clip(rint(x_ik / s_i), -128, 127)
     XNOR-Net scales (Rastegari et al., ECCV 2016), per row r of a matrix [R, K]:
@@ -106,23 +107,43 @@ def quantize_weight_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantize_rows(w, s), s
 
 
-def activation_range(zero_point: int) -> tuple[np.dtype, int, int]:
-    """(dtype, qmin, qmax) of static activations: int8 if zero_point == 0, else uint8."""
-    return (np.dtype(np.int8), -128, 127) if zero_point == 0 else (np.dtype(np.uint8), 0, 255)
+def activation_range(zero_point: int, qrange: tuple[int, int] | None = None
+                     ) -> tuple[np.dtype, int, int]:
+    """(dtype, qmin, qmax) of static activations: by default int8 [-128, 127] if
+    zero_point == 0, else uint8 [0, 255]; an explicit ``qrange`` (qmin, qmax) narrows it
+    (e.g. b-bit activations in the int8 kernels) and picks uint8 if qmin >= 0, else int8.
+
+    Example:
+        >>> activation_range(0, (0, 255))[0], activation_range(3, (0, 15))
+        (dtype('uint8'), (dtype('uint8'), 0, 15))
+    """
+    if qrange is None:
+        return (np.dtype(np.int8), -128, 127) if zero_point == 0 else (np.dtype(np.uint8), 0, 255)
+    lo, hi = (int(v) for v in qrange)
+    dtype, dlo, dhi = (np.dtype(np.uint8), 0, 255) if lo >= 0 else (np.dtype(np.int8), -128, 127)
+    if not dlo <= lo <= zero_point <= hi <= dhi:
+        raise ValueError(f"qrange: ({lo}, {hi}) with zero point {zero_point} must satisfy "
+                         f"qmin <= zero_point <= qmax inside int8 [-128, 127] (qmin < 0) or "
+                         f"uint8 [0, 255] (qmin >= 0)")
+    return dtype, lo, hi
 
 
-def quantize_static(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+def quantize_static(x: np.ndarray, scale: float, zero_point: int,
+                    qrange: tuple[int, int] | None = None) -> np.ndarray:
     """clip(rint(x / scale) + zero_point, qmin, qmax) of float32 x (any shape), scale a
-    float32 number: int8 if zero_point == 0, else uint8 (``activation_range``).
+    float32 number: int8 if zero_point == 0, else uint8, or the dtype and range of
+    ``qrange`` (``activation_range``).
 
     Example:
         >>> quantize_static(np.array([0.5, 1.5, -300.0], np.float32), 1.0, 128).tolist()
         [128, 130, 0]
+        >>> quantize_static(np.array([0.5, 1.5, 300.0], np.float32), 1.0, 0, (0, 15)).tolist()
+        [0, 2, 15]
     """
     x = _check_float32("x", x)
     if x.size:
         _require_finite("x", np.array([x.max(), x.min()]))
-    dtype, lo, hi = activation_range(zero_point)
+    dtype, lo, hi = activation_range(zero_point, qrange)
     # clip(rint(q) + zp, lo, hi) = clip(rint(q), lo - zp, hi - zp) + zp: zp is an integer
     q = _round_clip(x / np.float32(scale), lo - zero_point, hi - zero_point)
     q += np.float32(zero_point)

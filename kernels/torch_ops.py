@@ -6,7 +6,8 @@
     torch.ops.lowbit.gemm_binary(a_bits, w, w_meta, w_format, ...)   lowbit.kernels.gemm_binary
     torch.ops.lowbit.pack_binary_activations(x)                      ... pack_binary_activations
     torch.ops.lowbit.quantize_dynamic(x) -> (q, scale)               lowbit.kernels.quantize
-    torch.ops.lowbit.quantize_static(x, scale, zero_point)           lowbit.kernels.quantize
+    torch.ops.lowbit.spmm_csr(w, w_meta, w_format, x)                lowbit.kernels.spmm_csr
+    torch.ops.lowbit.quantize_static(x, scale, zero_point, qrange)   lowbit.kernels.quantize
     torch.ops.lowbit.xnor_scales(x)                                  lowbit.kernels.quantize
 
 Packed weights cross the op boundary as ``w: Tensor[]`` (the record's arrays, in the order
@@ -42,12 +43,14 @@ import torch
 
 from . import formats, quantize
 from .epilogue import Dequantize, Requantize
+from .format_csr import PackedCsrWeights
 from .formats import (ALIGN, FORMATS, PackedBinaryWeights, PackedInt4Weights, PackedWeights,
                       aligned_empty, binary_words)
 from .gemm_binary import gemm_binary as _gemm_binary
 from .gemm_int4 import gemm_w4a8 as _gemm_w4a8
 from .gemm_int4 import gemm_w4a16 as _gemm_w4a16
 from .gemm_int8 import gemm_int8 as _gemm_int8
+from .spmm_csr import spmm_csr as _spmm_csr
 
 NAMESPACE = "lowbit"
 
@@ -84,7 +87,8 @@ class WeightCodec:
         return f"w = [{arrays}], w_meta = [{', '.join(self.meta)}]"
 
 
-_I8, _U8, _I32, _U64 = (np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.uint64))
+_I8, _U8, _I32, _I64, _U64, _F32 = (np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64,
+                                                          np.uint64, np.float32))
 _SCALES = (np.dtype(np.float16), np.dtype(np.float32))
 
 CODECS: dict[str, WeightCodec] = {
@@ -96,6 +100,9 @@ CODECS: dict[str, WeightCodec] = {
     "uint4": WeightCodec(PackedInt4Weights,
                          (("data", (_U8,)), ("scales", _SCALES), ("zeros", (_U8,))),
                          ("k", "n", "group_size"), ("data", "scales", "zeros")),
+    "csr": WeightCodec(PackedCsrWeights,
+                       (("row_ptr", (_I64,)), ("col_idx", (_I32,)), ("values", (_I8, _F32))),
+                       ("n_out", "k"), ()),
 }
 
 
@@ -352,6 +359,35 @@ def _gemm_w4a8_impl(a, w, w_meta, w_format, a_scale=None):
     return torch.from_numpy(_gemm_w4a8(_np(a), packed, a_scale=_np_opt(a_scale)))
 
 
+# --- spmm_csr ---------------------------------------------------------------------------------
+
+_CSR_X = {torch.int8: torch.int32, torch.float32: torch.float32}  # x dtype -> output dtype
+
+
+def _spmm_csr_out(w, w_meta, w_format, x) -> tuple[tuple[int, int], torch.dtype]:
+    _check_weight_args(w, w_meta, w_format, ("csr",))
+    n_out, k = int(w_meta[0]), int(w_meta[1])
+    if isinstance(x, torch.Tensor) and x.dim() != 2:
+        raise ValueError(f"x: expected a 2-D [K, B] matrix, got shape {tuple(x.shape)}")
+    _check_matrix(x, "x", (w[2].dtype,))  # int8 x int8 or float32 x float32
+    if x.shape[0] != k:
+        raise ValueError(f"x, w_meta: x has {x.shape[0]} rows, the weights need K={k} "
+                         f"(x is [K, B])")
+    return (n_out, x.shape[1]), _CSR_X[x.dtype]
+
+
+def _spmm_csr_fake(w, w_meta, w_format, x):
+    shape, dtype = _spmm_csr_out(w, w_meta, w_format, x)
+    return x.new_empty(shape, dtype=dtype)
+
+
+def _spmm_csr_impl(w, w_meta, w_format, x):
+    shape, dtype = _spmm_csr_out(w, w_meta, w_format, x)
+    if not shape[1]:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(_spmm_csr(_packed(w, w_meta, w_format), _np(x)))
+
+
 # --- gemm_binary, pack_binary_activations ----------------------------------------------------
 
 def _gemm_binary_out(a_bits, w, w_meta, w_format, alpha, beta) -> tuple[tuple, torch.dtype]:
@@ -410,24 +446,30 @@ def _quantize_dynamic_impl(x):
     return torch.from_numpy(q), torch.from_numpy(s)
 
 
-def _static_dtype(x, scale: float, zero_point: int) -> torch.dtype:
+def _static_dtype(x, scale: float, zero_point: int, qrange) -> torch.dtype:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
         raise TypeError(f"x: expected a float32 tensor, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
     if not (np.isfinite(np.float32(scale)) and np.float32(scale) > 0):
         raise ValueError(f"scale: must be finite and positive in float32, got {scale!r}")
-    if not 0 <= zero_point <= 255:
-        raise ValueError(f"zero_point: must be 0 (int8) or in [1, 255] (uint8), got {zero_point}")
-    return torch.int8 if zero_point == 0 else torch.uint8
+    if qrange is None:
+        if not 0 <= zero_point <= 255:
+            raise ValueError(f"zero_point: must be 0 (int8) or in [1, 255] (uint8), got "
+                             f"{zero_point}")
+    elif len(qrange) != 2:
+        raise ValueError(f"qrange: expected [qmin, qmax], got {list(qrange)}")
+    dtype = quantize.activation_range(zero_point, None if qrange is None else tuple(qrange))[0]
+    return torch.int8 if dtype == np.int8 else torch.uint8
 
 
-def _quantize_static_fake(x, scale, zero_point):
-    return x.new_empty(x.shape, dtype=_static_dtype(x, scale, zero_point))
+def _quantize_static_fake(x, scale, zero_point, qrange=None):
+    return x.new_empty(x.shape, dtype=_static_dtype(x, scale, zero_point, qrange))
 
 
-def _quantize_static_impl(x, scale, zero_point):
-    _static_dtype(x, scale, zero_point)
-    return torch.from_numpy(quantize.quantize_static(_np(x), scale, zero_point))
+def _quantize_static_impl(x, scale, zero_point, qrange=None):
+    _static_dtype(x, scale, zero_point, qrange)
+    return torch.from_numpy(quantize.quantize_static(
+        _np(x), scale, zero_point, None if qrange is None else tuple(qrange)))
 
 
 def _xnor_scales_fake(x):
@@ -472,7 +514,10 @@ OPS: tuple[OpDef, ...] = (
           _pack_binary_activations_impl, _pack_binary_activations_fake),
     OpDef("quantize_dynamic", "quantize_dynamic(Tensor x) -> (Tensor, Tensor)",
           _quantize_dynamic_impl, _quantize_dynamic_fake),
-    OpDef("quantize_static", "quantize_static(Tensor x, float scale, int zero_point) -> Tensor",
+    OpDef("spmm_csr", f"spmm_csr({_W_ARGS}, Tensor x) -> Tensor", _spmm_csr_impl,
+          _spmm_csr_fake),
+    OpDef("quantize_static",
+          "quantize_static(Tensor x, float scale, int zero_point, int[]? qrange=None) -> Tensor",
           _quantize_static_impl, _quantize_static_fake),
     OpDef("xnor_scales", "xnor_scales(Tensor x) -> Tensor", _xnor_scales_impl,
           _xnor_scales_fake),

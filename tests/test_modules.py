@@ -669,7 +669,7 @@ def test_errors(raises_naming):
 
 def test_modules_module_is_importable_by_name():
     assert lk.LowbitLinear is LowbitLinear and lk.LowbitConv2d is LowbitConv2d
-    assert modules.__all__ == ["LowbitConv2d", "LowbitLinear"]
+    assert modules.__all__ == ["KernelTrace", "LowbitConv2d", "LowbitLinear"]
 
 
 # --- every ISA tier, docstring examples ------------------------------------------------------
@@ -714,6 +714,10 @@ def test_modules_exact_on_fallback_isas(disabled, tmp_path):
                                 "activations": "int8"},
                      LowbitLinear.from_float(float_linear(64, 9), "int4", activations="int8"),
                      rand(3, 64)),
+        "lin_csr_u8": ("linear", {"in_features": 70, "out_features": 33, "fmt": "csr",
+                                  "act_scale": 0.03, "act_zero_point": 9},
+                       LowbitLinear.from_float(pruned(float_linear(70, 33), 0.2), "csr",
+                                               act_scale=0.03, act_zero_point=9), rand(5, 70)),
     }
     saved = {k: (cls, cfg, mod.state_dict(), x) for k, (cls, cfg, mod, x) in cases.items()}
     torch.save(saved, tmp_path / "in.pt")
@@ -744,3 +748,263 @@ def test_docstring_examples(module):
     for t in tests:
         runner.run(t)
     assert runner.summarize(verbose=False).failed == 0
+
+
+# --- narrowed activation / output ranges (b-bit values in the int8 kernels) ---------------------
+
+def np_static_range(x, scale, zp, lo, hi) -> np.ndarray:
+    dt = np.uint8 if lo >= 0 else np.int8
+    return np.clip(np.rint(x / F32(scale)) + zp, lo, hi).astype(dt)
+
+
+RANGE_CASES = {"u4_zp3": (0.05, 3, (0, 15)), "s4": (0.1, 0, (-8, 7)),
+               "u8_zp0": (0.02, 0, (0, 255)), "s8_full": (0.03, 0, (-128, 127))}
+
+
+@pytest.mark.parametrize("case", RANGE_CASES, ids=list(RANGE_CASES))
+def test_quantize_static_qrange(case, assert_exact):
+    from lowbit.kernels.quantize import quantize_static
+
+    _, zp, (lo, hi) = RANGE_CASES[case]
+    dt = np.uint8 if lo >= 0 else np.int8
+    want = np.clip(np.array([round(float(v)) for v in ROUNDING_VALUES]) + zp, lo, hi).astype(dt)
+    assert_exact(quantize_static(ROUNDING_VALUES, 1.0, zp, (lo, hi)), want)
+    got = torch.ops.lowbit.quantize_static(torch.from_numpy(ROUNDING_VALUES), 1.0, zp, [lo, hi])
+    assert_exact(got.numpy(), want)
+
+
+@pytest.mark.parametrize("case", RANGE_CASES, ids=list(RANGE_CASES))
+@pytest.mark.parametrize("shape", ["odd", "n_tail"])
+def test_linear_int8_act_range_exact(case, shape, assert_exact):
+    scale, zp, qrange = RANGE_CASES[case]
+    m, k, n = LINEAR_SHAPES[shape]
+    lin = float_linear(k, n, key=21)
+    x = rand(m, k, key=22)
+    mod = LowbitLinear.from_float(lin, "int8", act_scale=scale, act_zero_point=zp,
+                                  act_range=qrange)
+    rows = np_static_range(x.numpy(), scale, zp, *qrange)
+    want = np_gemm("int8", rows, lin.weight.detach().numpy(), lin.bias.detach().numpy(),
+                   {"act_scale": scale, "act_zero_point": zp})
+    assert_exact(mod(x).numpy(), want)
+    assert_exact(mod(torch.from_numpy(rows)).numpy(), want)    # integer input, same result
+
+
+@pytest.mark.parametrize("clip", [None, (0, 100), (10, 20)], ids=["range", "clip", "narrow"])
+def test_int8_out_range_and_clip(clip, assert_exact):
+    """uint8 output with zero point 0 ([0, 255]: a post-ReLU consumer) and a fused clamp."""
+    lin = float_linear(48, 20, key=23)
+    opts = {"act_scale": 0.03, "out_scale": 0.01, "out_zero_point": 0, "out_range": (0, 255),
+            "out_clip": clip}
+    mod = LowbitLinear.from_float(lin, "int8", **opts)
+    x = rand(6, 48, key=24)
+    w = lin.weight.detach().numpy()
+    w_s = np_absmax_scales(w)
+    rows = np_static(x.numpy(), 0.03, 0)
+    acc = ref.gemm_int8(rows, np_quantize_rows(w, w_s).T, 0)
+    lo, hi = clip or (0, 255)
+    # np_requant's requantization with the clamp [lo, hi] in uint8 (np_requant clips to int8)
+    pairs = [lk.quantize_multiplier(float(np.float64(F32(0.03)) * np.float64(s)
+                                          / np.float64(F32(0.01)))) for s in w_s]
+    bias_q = np.rint(lin.bias.detach().numpy().astype(np.float64)
+                     / (np.float64(F32(0.03)) * w_s.astype(np.float64))).astype(np.int32)
+    want = ref.requantize(acc, np.array([p[0] for p in pairs], np.int32),
+                          np.array([p[1] for p in pairs], np.int32), 0, lo, hi, bias_q, np.uint8)
+    got = mod(x)
+    assert got.dtype == torch.uint8
+    assert_exact(got.numpy(), want)
+    if clip is None:
+        assert int(want.max()) > 127  # values an int8 output with zero point 0 could not hold
+    nxt = LowbitLinear.from_float(float_linear(20, 3), "int8", act_scale=0.01, act_range=(0, 255))
+    assert nxt(got).dtype == torch.float32
+
+
+def test_range_options_are_checked(raises_naming):
+    lin = float_linear(8, 4)
+    with raises_naming(ValueError, "act_range"):
+        LowbitLinear.from_float(lin, "int8", act_range=(0, 15))       # dynamic
+    with raises_naming(ValueError, "qrange"):
+        LowbitLinear.from_float(lin, "int8", act_scale=0.1, act_zero_point=20, act_range=(0, 15))
+    with raises_naming(ValueError, "act_range"):
+        LowbitLinear.from_float(lin, "int8", act_scale=0.1, act_range=(5, 1))
+    with raises_naming(ValueError, "qrange"):
+        LowbitLinear.from_float(lin, "int8", act_scale=0.1, act_range=(-200, 10))
+    with raises_naming(ValueError, "out_clip"):
+        LowbitLinear.from_float(lin, "int8", act_scale=0.1, out_clip=(0, 5))
+    with raises_naming(ValueError, "out_range"):
+        LowbitLinear.from_float(lin, "int8", act_scale=0.1, out_scale=0.1, out_range=(0,))
+    mod = LowbitLinear.from_float(lin, "int8", act_scale=0.1, act_range=(0, 255))
+    with raises_naming(TypeError, "x"):
+        mod(torch.zeros(2, 8, dtype=torch.int8))                     # needs uint8
+
+
+# --- integer_trace: the kernels' integers ---------------------------------------------------------
+
+@pytest.mark.parametrize("opts", ["dynamic", "static_u8", "int8_out_relu"])
+def test_linear_integer_trace(opts, assert_exact):
+    o = INT8_OPTS[opts]
+    lin = float_linear(37, 19, key=25)
+    x = rand(2, 3, 37, key=26)
+    mod = LowbitLinear.from_float(lin, "int8", **o)
+    tr = mod.integer_trace(x)
+    rows = x.reshape(-1, 37).numpy()
+    w = lin.weight.detach().numpy()
+    q_w = np_quantize_rows(w, np_absmax_scales(w))
+    if o.get("act_scale") is None:
+        a_s = np_absmax_scales(rows)
+        a, zp = np_quantize_rows(rows, a_s), 0
+        assert_exact(tr.a_scale, a_s)
+    else:
+        zp = o.get("act_zero_point", 0)
+        a = np_static(rows, o["act_scale"], zp)
+        assert tr.a_scale is None
+    assert_exact(tr.a_q, a)
+    assert tr.a_zero_point == zp
+    assert_exact(tr.acc, ref.gemm_int8(a, q_w.T, zp))
+    assert_exact(tr.out.numpy(), mod(x).numpy())
+
+
+@pytest.mark.parametrize("variant", ["int8_static_u8", "int8_dynamic_sample", "int8_dynamic"])
+@pytest.mark.parametrize("name", ["k3_pad1", "grouped", "stride2_nonsquare"])
+def test_conv_integer_trace(variant, name, assert_exact):
+    fmt, opts = CONV_OPTS[variant]
+    conv, x, _ = _conv_case(name, key=2)
+    mod = LowbitConv2d.from_float(conv, fmt, **opts)
+    tr = mod.integer_trace(x)
+    g, cg, ng = conv.groups, conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    xp = np.pad(x.numpy(), ((0, 0), (0, 0), *[(p, p) for p in conv.padding]))
+    w = gemm_rows(conv.weight.detach().numpy())
+    q_w = np_quantize_rows(w, np_absmax_scales(w))
+    zp = opts.get("act_zero_point", 0)
+    if variant == "int8_static_u8":
+        xp = np_static(xp, opts["act_scale"], zp)
+    elif variant == "int8_dynamic_sample":
+        s = np_absmax_scales(x.numpy().reshape(x.shape[0], -1))
+        xp = np_quantize_rows(xp.reshape(x.shape[0], -1), s).reshape(xp.shape)
+    for gi in range(g):
+        rows, (oh, ow) = np_im2col(xp[:, gi * cg:(gi + 1) * cg], conv.kernel_size, conv.stride,
+                                   conv.dilation)
+        if variant == "int8_dynamic":
+            a_s = np_absmax_scales(rows)
+            rows = np_quantize_rows(rows, a_s)
+        k = rows.shape[1]
+        assert_exact(tr.a_q[:, gi * k:(gi + 1) * k], rows)
+        assert_exact(tr.acc[:, gi * ng:(gi + 1) * ng],
+                     ref.gemm_int8(rows, q_w[gi * ng:(gi + 1) * ng].T, zp))
+    if variant == "int8_dynamic_sample":
+        assert_exact(tr.a_scale, np.repeat(s, oh * ow))
+    assert_exact(tr.out.numpy(), mod(x).numpy())
+
+
+def test_integer_trace_needs_integer_activations(raises_naming):
+    mod = LowbitLinear.from_float(float_linear(64, 8), "int4")
+    with raises_naming(TypeError, "integer_trace"):
+        mod.integer_trace(rand(2, 64))
+
+
+# --- csr: sparse int8 weights on spmm_csr -------------------------------------------------------
+
+CSR_OPTS = {k: v for k, v in INT8_OPTS.items() if "out_scale" not in v}
+CSR_OPTS["static_u8_zp0_range"] = {"act_scale": 0.02, "act_zero_point": 0,
+                                   "act_range": (0, 255)}
+CSR_OPTS["static_u4"] = {"act_scale": 0.1, "act_zero_point": 4, "act_range": (0, 15)}
+
+
+def pruned(mod: nn.Module, density: float, key=0) -> nn.Module:
+    """Zero a seeded random share (1 - density) of the weights, and one whole output row."""
+    with torch.no_grad():
+        keep = torch.rand(mod.weight.shape, generator=seeded("prune", key)) < density
+        mod.weight.mul_(keep)
+        mod.weight[0] = 0
+    return mod
+
+
+def np_range_rows(x, o):
+    if o.get("act_range") is not None:
+        return np_static_range(x, o["act_scale"], o["act_zero_point"], *o["act_range"])
+    return x
+
+
+@pytest.mark.parametrize("density", [1.0, 0.3, 0.05, 0.0])
+@pytest.mark.parametrize("opts", CSR_OPTS, ids=list(CSR_OPTS))
+@pytest.mark.parametrize("shape", ["m_one", "odd", "k_one", "n_tail"])
+def test_linear_csr_equals_int8(density, opts, shape, assert_exact):
+    """csr computes the int8 format's arithmetic on the nonzeros: the same bits."""
+    m, k, n = LINEAR_SHAPES[shape]
+    lin = pruned(float_linear(k, n, key=27), density, key=shape)
+    x = rand(m, k, key=28)
+    o = CSR_OPTS[opts]
+    mod = LowbitLinear.from_float(lin, "csr", **o)
+    if o.get("act_range") is not None:
+        rows = np_range_rows(x.numpy(), o)
+        want = np_gemm("int8", rows, lin.weight.detach().numpy(), lin.bias.detach().numpy(), o)
+    else:
+        want = np_linear("int8", lin, x, o)
+    assert_exact(mod(x).numpy(), want)
+    assert_exact(mod(x).numpy(), LowbitLinear.from_float(lin, "int8", **o)(x).numpy())
+    tr, tr8 = mod.integer_trace(x), LowbitLinear.from_float(lin, "int8", **o).integer_trace(x)
+    assert_exact(tr.acc, tr8.acc)
+    assert_exact(tr.a_q, tr8.a_q)
+
+
+@settings(max_examples=25)
+@given(m=st.integers(1, 9), k=st.integers(1, 150), n=st.integers(1, 40),
+       density=st.floats(0.0, 1.0), opts=st.sampled_from(sorted(CSR_OPTS)))
+def test_linear_csr_hypothesis(m, k, n, density, opts):
+    lin = pruned(float_linear(k, n, key=m), density, key=(k, n))
+    x = rand(m, k, key=k)
+    o = CSR_OPTS[opts]
+    np.testing.assert_array_equal(LowbitLinear.from_float(lin, "csr", **o)(x).numpy(),
+                                  LowbitLinear.from_float(lin, "int8", **o)(x).numpy())
+
+
+CSR_CONV_OPTS = {"dynamic": {}, "sample": {"act_granularity": "sample"},
+                 "static_u8": {"act_scale": 0.02, "act_zero_point": 128},
+                 "static_s8": {"act_scale": 0.03}}
+
+
+@pytest.mark.parametrize("opts", CSR_CONV_OPTS, ids=list(CSR_CONV_OPTS))
+@pytest.mark.parametrize("name", ["k3_pad1", "stride2_nonsquare", "grouped", "depthwise",
+                                  "one_by_one"])
+def test_conv_csr_exact(opts, name, assert_exact):
+    conv, x, pad4 = _conv_case(name, key=3)
+    pruned(conv, 0.4, key=name)
+    o = CSR_CONV_OPTS[opts]
+    mod = LowbitConv2d.from_float(conv, "csr", **o)
+    assert_exact(mod(x).numpy(), np_conv("int8", conv, x, o, pad4))
+
+
+def test_csr_storage_and_state_dict(tmp_path, assert_exact):
+    conv = pruned(float_conv(4, 6, 3, padding=1, groups=2), 0.3, key="sd")
+    mod = LowbitConv2d.from_float(conv, "csr", act_scale=0.05, act_zero_point=3)
+    groups = [mod.scheme.packed_record(mod, g) for g in range(2)]
+    assert groups[0].nnz != groups[1].nnz                   # groups of different lengths
+    st_ = mod.lowbit_storage()
+    nnz = int((np_quantize_rows(gemm_rows(conv.weight.detach().numpy()),
+                                np_absmax_scales(gemm_rows(conv.weight.detach().numpy())))
+               != 0).sum())
+    assert st_["format"] == "csr" and st_["sparsity_kind"] == "unstructured"
+    assert st_["sparsity"] == pytest.approx(1 - nnz / conv.weight.numel())
+    assert st_["bytes"] == sum(b.numel() * b.element_size() for b in mod.state_dict().values())
+    torch.save(mod.state_dict(), tmp_path / "csr.pt")
+    fresh = LowbitConv2d(4, 6, 3, padding=1, groups=2, fmt="csr", act_scale=0.05,
+                         act_zero_point=3)
+    fresh.load_state_dict(torch.load(tmp_path / "csr.pt"))
+    x = rand(2, 4, 5, 5, key=29)
+    assert_exact(fresh(x).numpy(), mod(x).numpy())
+
+
+def test_csr_from_quantized_and_errors(raises_naming, assert_exact):
+    lin = pruned(float_linear(30, 12, key=30), 0.2)
+    w = lin.weight.detach().numpy()
+    s = np_absmax_scales(w)
+    q = torch.from_numpy(np_quantize_rows(w, s))
+    mod = LowbitLinear.from_quantized("csr", q, torch.from_numpy(s), lin.bias.detach(),
+                                      act_scale=0.04)
+    x = rand(3, 30, key=31)
+    assert_exact(mod(x).numpy(), LowbitLinear.from_float(lin, "csr", act_scale=0.04)(x).numpy())
+    with raises_naming(TypeError, "out_scale"):
+        LowbitLinear.from_float(lin, "csr", act_scale=0.04, out_scale=0.1)
+    with raises_naming(ValueError, "weight_zero_point"):
+        LowbitLinear.from_quantized("csr", q, torch.from_numpy(s), weight_zero_point=q)
+    with raises_naming(ValueError, "weight"):
+        LowbitLinear.from_quantized("csr", q.to(torch.int16) * 3, torch.from_numpy(s))

@@ -238,6 +238,56 @@ def test_gemm_binary_exact(case, assert_exact):
     assert_exact(got.numpy(), ref.binary_scale(dot, alpha, beta))
 
 
+# --- spmm_csr --------------------------------------------------------------------------------
+
+def csr_case(n_out, k, dtype, density=0.2, key=0):
+    rng = seeded(n_out, k, key, 6)
+    keep = rng.random((n_out, k)) < density
+    vals = (rng.integers(-127, 128, (n_out, k)) if dtype == np.int8
+            else rng.standard_normal((n_out, k)))
+    return lk.pack_csr(np.where(keep, vals, 0).astype(dtype))
+
+
+def test_csr_packed_round_trip_is_zero_copy():
+    packed = csr_case(40, 70, np.int8)
+    tensors, meta, name = packed_to_tensors(packed)
+    assert (name, meta) == ("csr", [40, 70])
+    back = tensors_to_packed(tensors, meta, name)
+    assert type(back) is type(packed) and back.shape == packed.shape and back.nnz == packed.nnz
+    for (field, _), t in zip(CODECS["csr"].arrays, tensors):
+        src, got = getattr(packed, field), getattr(back, field)
+        assert t.data_ptr() == src.ctypes.data == got.ctypes.data
+    assert tensors_to_packed(tensors, meta, name) is back
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32], ids=["int8", "f32"])
+@pytest.mark.parametrize("case", SHAPES, ids=list(SHAPES))
+def test_spmm_csr_equals_numpy_kernel(dtype, case, assert_exact):
+    m, k, n = SHAPES[case]  # weights [n, k] x activations [k, m]
+    packed = csr_case(n, k, dtype, key=m)
+    rng = seeded(m, k, n, 7)
+    x = (rng.integers(-128, 128, (k, m)) if dtype == np.int8
+         else rng.standard_normal((k, m))).astype(dtype)
+    got = OP.spmm_csr(*packed_to_tensors(packed), torch.from_numpy(x))
+    assert_exact(got.numpy(), lk.spmm_csr(packed, x))
+    if dtype == np.int8:
+        assert_exact(got.numpy(), ref.spmm_csr(packed.row_ptr, packed.col_idx, packed.values,
+                                               k, x))
+
+
+def test_spmm_csr_errors_name_the_argument(raises_naming):
+    w = packed_to_tensors(csr_case(8, 16, np.int8))
+    with raises_naming(TypeError, "x"):
+        OP.spmm_csr(*w, torch.zeros(16, 2))                      # float x, int8 weights
+    with raises_naming(ValueError, "x"):
+        OP.spmm_csr(*w, torch.zeros(15, 2, dtype=torch.int8))    # wrong K
+    with raises_naming(ValueError, "x"):
+        OP.spmm_csr(*w, torch.zeros(16, dtype=torch.int8))       # not [K, B]
+    with raises_naming(ValueError, "w_format"):
+        OP.spmm_csr(w[0], w[1], "int8", torch.zeros(16, 2, dtype=torch.int8))
+    assert OP.spmm_csr(*w, torch.zeros(16, 0, dtype=torch.int8)).shape == (8, 0)
+
+
 # --- fake implementations --------------------------------------------------------------------
 
 def _samples():
@@ -250,6 +300,10 @@ def _samples():
     wb = packed_to_tensors(lk.pack_weights(seeded(9).standard_normal((100, 40)), "binary"))
     x_b = torch.randn(3, 100, generator=torch.Generator().manual_seed(0))
     bits = OP.pack_binary_activations(x_b)
+    csr = packed_to_tensors(lk.pack_csr(np.where(seeded(10).random((40, 100)) < 0.2,
+                                                 seeded(11).integers(-127, 128, (40, 100)),
+                                                 0).astype(np.int8)))
+    csr_f = packed_to_tensors(lk.pack_csr(seeded(12).standard_normal((40, 100)).astype(np.float32)))
     req = {"multiplier": torch.full((70,), 2 ** 30, dtype=torch.int32),
            "shift": torch.full((70,), 40, dtype=torch.int32)}
     return {
@@ -274,6 +328,11 @@ def _samples():
                                (2, 3, 5, 5), torch.uint8),
         "quantize_static_s8": (OP.quantize_static, (torch.randn(7), 0.05, 0), {}, (7,),
                                torch.int8),
+        "quantize_static_u4": (OP.quantize_static, (torch.randn(7), 0.05, 0, [0, 15]), {}, (7,),
+                               torch.uint8),
+        "spmm_csr_int8": (OP.spmm_csr, (*csr, torch.ones(100, 6, dtype=torch.int8)), {},
+                          (40, 6), torch.int32),
+        "spmm_csr_f32": (OP.spmm_csr, (*csr_f, torch.randn(100, 3)), {}, (40, 3), torch.float32),
         "xnor_scales": (OP.xnor_scales, (torch.randn(3, 100),), {}, (3,), torch.float32),
     }
 
