@@ -186,16 +186,16 @@ def _kd(teacher, student, epochs: int, lr: float, keep_masks: bool) -> None:
 
 
 def compress_int8(teacher, budget: Budget):
-    from lowbit.compress import Int8StaticConfig, calibration_loader, quantize
+    from lowbit.compress import Int8StaticConfig, calibration_loader, export, quantize
 
-    return quantize(copy.deepcopy(teacher), Int8StaticConfig(calibrator="kl"),
-                    calibration=calibration_loader(256))
+    return export(quantize(copy.deepcopy(teacher), Int8StaticConfig(calibrator="kl"),
+                           calibration=calibration_loader(256)))
 
 
 def compress_int4(teacher, budget: Budget):
-    from lowbit.compress import Int4WeightOnlyConfig, quantize
+    from lowbit.compress import Int4WeightOnlyConfig, export, quantize
 
-    return quantize(copy.deepcopy(teacher), Int4WeightOnlyConfig(group_size=32))
+    return export(quantize(copy.deepcopy(teacher), Int4WeightOnlyConfig(group_size=32)))
 
 
 def compress_nm24(teacher, budget: Budget):
@@ -231,9 +231,10 @@ def compress_binary(teacher, budget: Budget):
 
 # name, builder, what runs the GEMMs
 COMPRESSIONS = (
-    ("int8 static (KL)", compress_int8, "torch, integer-simulated QuantLinear/QuantConv2d"),
-    ("int4 weight-only g32", compress_int4, "torch, integer-simulated QuantLinear/QuantConv2d"),
-    ("2:4 + KD", compress_nm24, "torch fp32 (zeros kept dense)"),
+    ("int8 static (KL)", compress_int8,
+     "lowbit gemm_int8 (export, requantization fused between layers)"),
+    ("int4 weight-only g32", compress_int4, "lowbit gemm_w4a16 (export; conv1, K=9, in float)"),
+    ("2:4 + KD", compress_nm24, "torch fp32 (zeros kept dense; no 2:4 module format yet)"),
     ("channels 50% L1 + KD", compress_channels, "torch fp32 (smaller dense model)"),
     ("binary XNOR + KD", compress_binary,
      "lowbit gemm_binary (conv2, conv3; ReLU1/2 removed, XNOR-Net BN -> sign -> conv)"),
@@ -279,7 +280,9 @@ def step_compress(ctx: RunContext) -> StepResult:
               f"{len(test.dataset)}-image digits test split. KD: "
               f"offline distillation from the fp32 model (T=4, lambda=0.5), "
               f"{ctx.budget.kd_epochs} epochs after pruning, {ctx.budget.binary_epochs} for "
-              f"binary. Shared machine: latencies are indicative.")))
+              f"binary. Weight compression: fp32 bytes over the model's stored bytes "
+              f"(profile(); exported layers count their packed kernel buffers). Shared "
+              f"machine: latencies are indicative.")))
     if errors:
         res.status = FAILED
         res.error = "; ".join(errors)

@@ -71,7 +71,7 @@ def test_step_baseline_measures_the_trained_cnn(baseline_ctx):
 
 @pytest.mark.filterwarnings("ignore:.*K not a multiple of:RuntimeWarning")  # conv1: K = 9
 @pytest.mark.parametrize("build, kind", [
-    (rp.compress_int8, "QuantConv2d"), (rp.compress_int4, "QuantConv2d"),
+    (rp.compress_int8, "LowbitConv2d"), (rp.compress_int4, "LowbitConv2d"),
     (rp.compress_nm24, "Conv2d"), (rp.compress_channels, "Conv2d"),
     (rp.compress_binary, "BinaryConv2d")])
 def test_each_compression_keeps_the_teacher_and_classifies(baseline_ctx, build, kind):
