@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from lowbit.bench.config import PEAK_GROUP, THREAD_ENV, THREADS
 
@@ -47,14 +49,39 @@ def bench_env() -> dict[str, str]:
     return env
 
 
+_PERCENT = re.compile(rb"\[\s*(\d+)%\]")  # pytest -q's "[ 42%]" at each line end
+POLL_SECONDS = 0.5
+
+
+def _percent_done(log_path: Path) -> int | None:
+    """The last progress percentage pytest wrote to its log, or None before the first."""
+    found = _PERCENT.findall(log_path.read_bytes()[-4096:])
+    return int(found[-1]) if found else None
+
+
 def run_benchmarks(json_path: str | Path, log_path: str | Path, *, quick: bool = False,
-                   keyword: str | None = None) -> dict:
-    """Run the suite, pytest's output going to ``log_path``; returns the saved JSON dict."""
+                   keyword: str | None = None,
+                   progress: Callable[[int], None] | None = None) -> dict:
+    """Run the suite, pytest's output going to ``log_path``; returns the saved JSON dict.
+    ``progress(percent)`` is called as pytest reports progress (read from its log)."""
     json_path, log_path = Path(json_path), Path(log_path)
     cmd = pytest_command(json_path, quick=quick, keyword=keyword)
     with open(log_path, "w") as log:
-        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            env=bench_env(), check=False).returncode
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=bench_env())
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    done = _percent_done(log_path) if progress is not None else None
+                    if done is not None:
+                        progress(done)
+        except BaseException:  # Ctrl-C or a failing callback: never leave pytest running
+            proc.kill()
+            proc.wait()
+            raise
     if rc == 5:
         raise BenchError(f"no benchmark matched -k {keyword!r} (see {log_path})")
     if rc != 0:

@@ -15,7 +15,7 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #d0d7de}h3{font-siz
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right}
 th{background:#f6f8fa}td:first-child,th:first-child{text-align:left}
-.ok{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.skipped{color:#9a6700}
+.ok{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}
 .error{background:#ffebe9;border:1px solid #cf222e;padding:.6em;white-space:pre-wrap}
 .note{color:#57606a;font-size:12.5px;max-width:60em}img{max-width:100%;border:1px solid #d0d7de}
 """

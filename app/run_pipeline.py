@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import statistics
 import time
 import traceback
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .run_tables import FAILED, OK, SKIPPED, StepResult, Table
+from .run_tables import FAILED, OK, StepResult, Table
 
 Progress = Callable[[str, int, int], None]
 
@@ -297,13 +298,14 @@ def step_bench(ctx: RunContext) -> StepResult:
     from .benchrun import run_benchmarks
 
     res = StepResult("bench", "Kernel benchmark (quick suite)")
-    ctx.tick(res.name, 0, 1)
+    ctx.tick(res.name, 0, 100)
     data = run_benchmarks(ctx.out / report.BENCH_JSON, ctx.out / report.BENCH_LOG, quick=True,
-                          keyword=ctx.budget.bench_keyword)
+                          keyword=ctx.budget.bench_keyword,
+                          progress=lambda pct: ctx.tick(res.name, pct, 100))
     ctx.bench_data = data
     rep = report.build_report(data)
-    (ctx.out / report.REPORT_JSON).write_text(__import__("json").dumps(rep, indent=1) + "\n")
-    ctx.tick(res.name, 1, 1)
+    (ctx.out / report.REPORT_JSON).write_text(json.dumps(rep, indent=1) + "\n")
+    ctx.tick(res.name, 100, 100)
     if rep["peaks"]:
         res.tables.append(Table("bench_peak", "peak", tuple(benchtable.PEAK_HEADERS),
                                 [tuple(r) for r in benchtable.peak_rows(rep["peaks"])]))
@@ -414,7 +416,7 @@ def step_roofline(ctx: RunContext) -> StepResult:
         r = analyze(resnet, d)
         net_rows.append((d, "resnet18", r.total.latency_s * 1e3, r.total.energy_j * 1e3,
                          r.total.utilization, len(r.total.memory_bound_layers), len(r.layers)))
-    res.tables.append(Table("roofline_llm", f"Llama-2-7B decode (batch 1, context 2048)",
+    res.tables.append(Table("roofline_llm", "Llama-2-7B decode (batch 1, context 2048)",
                             ("device", "precision", "ms per token", "tokens/s",
                              "memory-bound layers", "layers", "fits in memory"), llm_rows))
     res.tables.append(Table("roofline_resnet18", "ResNet-18 (its own precisions)",
@@ -519,4 +521,4 @@ def run_pipeline(out: str | Path, *, quick: bool = False, progress: Progress | N
 __all__ = ["Budget", "FULL", "QUICK", "RunContext", "RunResult", "Variant", "STEPS",
            "median_latency", "plot_accuracy_latency", "run_pipeline", "run_step",
            "step_baseline", "step_compress", "step_bench", "step_simulate", "step_roofline",
-           "OK", "FAILED", "SKIPPED"]
+           "OK", "FAILED"]

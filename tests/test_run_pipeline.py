@@ -123,14 +123,17 @@ def test_step_bench_tables_from_saved_json(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run(json_path, log_path, *, quick, keyword):
+    def fake_run(json_path, log_path, *, quick, keyword, progress):
         calls.append((quick, keyword))
+        progress(50)
         return synthetic()
 
     monkeypatch.setattr(benchrun, "run_benchmarks", fake_run)
-    ctx = _ctx(tmp_path)
+    ticks = []
+    ctx = rp.RunContext(tmp_path, TINY, lambda *a: ticks.append(a))
     res = rp.step_bench(ctx)
     assert calls == [(True, "peak")] and ctx.bench_data == synthetic()
+    assert ticks == [("bench", 0, 100), ("bench", 50, 100), ("bench", 100, 100)]
     names = [t.name for t in res.tables]
     assert "bench_peak" in names and "bench_targets" in names
     assert "bench_gemm_int8-1024x1024x1024" in names
@@ -196,3 +199,13 @@ def test_bench_keyword_is_valid_and_full_covers_every_target(budget):
     else:
         assert groups == {"gemm_int8-1024x1024x1024"}
     assert any("bench_peak.py" in i for i in ids)
+
+
+def test_bench_progress_reads_pytest_percentages(tmp_path):
+    from lowbit.benchrun import _percent_done
+
+    log = tmp_path / "bench.log"
+    log.write_text("collecting ...\n")
+    assert _percent_done(log) is None
+    log.write_text("....... [ 10%]\n....... [ 21%]\n....")
+    assert _percent_done(log) == 21
