@@ -7,6 +7,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .report import prepare_out_dir
 from .run_pipeline import run_pipeline
 from .run_report import write_run_report
 from .run_tables import FAILED
@@ -19,6 +20,7 @@ STEP_TITLES = {"baseline": "fp32 digits CNN", "compress": "compress x5 + measure
 def run_with_progress(out: str, *, quick: bool = False) -> int:
     """Run the pipeline with a progress bar per step; write the report; 0 if every step
     succeeded, else 1."""
+    prepare_out_dir(out)  # a bad --out is a one-line error before any bar is drawn
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bars:
