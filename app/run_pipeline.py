@@ -297,7 +297,7 @@ def step_bench(ctx: RunContext) -> StepResult:
     from . import benchtable, report, targets
     from .benchrun import run_benchmarks
 
-    res = StepResult("bench", "Kernel benchmark (quick suite)")
+    res = StepResult("bench", "Kernel benchmark (quick budget, the target groups)")
     ctx.tick(res.name, 0, 100)
     data = run_benchmarks(ctx.out / report.BENCH_JSON, ctx.out / report.BENCH_LOG, quick=True,
                           keyword=ctx.budget.bench_keyword,
@@ -395,7 +395,7 @@ def _kernel_points(ctx: RunContext, device):
 
 def step_roofline(ctx: RunContext) -> StepResult:
     from lowbit.roofline import MemoryFitWarning, analyze, get_device
-    from lowbit.roofline.plots import plot_breakdown, plot_roofline
+    from lowbit.roofline.plots import plot_breakdown, plot_llm_precisions, plot_roofline
     from lowbit.simulator import zoo
 
     res = StepResult("roofline", "Roofline")
@@ -425,8 +425,9 @@ def step_roofline(ctx: RunContext) -> StepResult:
     # plots: measured kernels on the host (or h100 when no host profile) roofline, breakdown
     plot_dev = get_device(devices[0])
     kernels = _kernel_points(ctx, plot_dev) if ctx.bench_data and devices[0] == "host" else ()
-    if ctx.bench_data and not kernels:
-        res.notes.append("measured kernels are drawn on the host roofline only; none drawn")
+    if not kernels:
+        res.notes.append("no measured kernels drawn: they need the benchmark step's data and "
+                         "the host profile")
     rn = analyze(resnet, plot_dev)
     path = ctx.out / "roofline.png"
     plot_roofline(plot_dev, results=rn, kernels=kernels, path=path,
@@ -436,6 +437,11 @@ def step_roofline(ctx: RunContext) -> StepResult:
     bpath = ctx.out / "breakdown.png"
     plot_breakdown(analyze(resnet, ROOFLINE_NPU), path=bpath)
     res.plots[f"Per-layer latency of resnet18 on {ROOFLINE_NPU}"] = bpath
+    lpath = ctx.out / "llm_precisions.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MemoryFitWarning)
+        plot_llm_precisions("h100-sxm", LLM_WORKLOAD, LLM_PRECISIONS, path=lpath)
+    res.plots["Llama-2-7B decode on h100-sxm at each precision"] = lpath
     ctx.tick(res.name, len(jobs) + len(devices), len(jobs) + len(devices))
     return res
 
