@@ -127,7 +127,9 @@ def kernel_module(layer: QuantLinear | QuantConv2d, fmt: str | None = None
     Args:
         layer: a QuantLinear / QuantConv2d.
         fmt: None to choose ("int8" with quantized activations, "int4" weight-only), or
-            "csr" for an int8 layer with float output (sparse weights on spmm_csr).
+            "csr" for an int8 layer with float output (sparse weights on spmm_csr), or
+            "sparse24" for an int8 layer whose integer weights are 2:4 along K
+            (gemm_sparse24; every int8 option, chains included).
 
     Raises ``Unsupported`` (a ValueError) naming what the kernels cannot run.
     """
@@ -139,9 +141,9 @@ def kernel_module(layer: QuantLinear | QuantConv2d, fmt: str | None = None
         if not isinstance(spec.granularity, (PerChannel, PerTensor)):
             raise Unsupported(f"{spec.granularity} weights with quantized activations")
         chosen = fmt or "int8"
-        if chosen not in ("int8", "csr"):
-            raise ValueError(f"fmt: a layer with quantized activations runs as 'int8' or "
-                             f"'csr', got {fmt!r}")
+        if chosen not in ("int8", "csr", "sparse24"):
+            raise ValueError(f"fmt: a layer with quantized activations runs as 'int8', "
+                             f"'csr' or 'sparse24', got {fmt!r}")
         weight, scales, opts = layer.weight_q, layer._w_scale_vector(), _int8_options(layer)
         if chosen == "csr" and "out_scale" in opts:
             raise ValueError("fmt: 'csr' has float output; this layer requantizes into a "
@@ -375,8 +377,17 @@ def _int8_density(layer) -> float:
     return float((layer.weight_q != 0).float().mean())
 
 
-def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = None
-           ) -> nn.Module:
+def _is_two_of_four(layer) -> bool:
+    """At most 2 nonzeros in every 4 consecutive K values of each output channel, K in
+    ``weight.reshape(out, -1)`` order (a K tail shorter than 4 counts as one group)."""
+    flat = (layer.weight_q != 0).reshape(layer.weight_q.shape[0], -1)
+    pad = -flat.shape[1] % 4
+    flat = F.pad(flat, (0, pad)) if pad else flat
+    return bool((flat.reshape(flat.shape[0], -1, 4).sum(-1) <= 2).all())
+
+
+def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = None,
+           sparse24: bool = False) -> nn.Module:
     """Swap the quantized layers of ``model`` for lowbit's kernel-backed modules, in place.
 
     A model with QAT layers is ``convert``-ed first. With ``fuse`` the W8A8 chains pass
@@ -390,6 +401,9 @@ def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = N
         csr_density: run int8 layers whose integer weights have at most this fraction of
             nonzeros on the CSR kernel (``spmm_csr``, float output, never a chain
             producer); None: dense int8 everywhere.
+        sparse24: run int8 layers whose integer weights are 2:4 along K (e.g. after
+            ``prune(model, NMConfig(2, 4))``) on the 2:4 kernel (``gemm_sparse24``); layers
+            ``csr_density`` picked stay on CSR.
 
     Returns the model (eval mode). Example in the module doc; ``export_summary(model)``
     lists what runs where.
@@ -408,14 +422,20 @@ def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = N
     if csr_density is not None:
         sparse = {n for n in names if model.get_submodule(n).act is not None
                   and _int8_density(model.get_submodule(n)) <= csr_density}
+    two_of_four = set()
+    if sparse24:
+        two_of_four = {n for n in names if n not in sparse
+                       and model.get_submodule(n).act is not None
+                       and _is_two_of_four(model.get_submodule(n))}
     if fuse:
         fuse_requantization(model, exclude=sparse)
     kept = []
     for name in names:
         layer = model.get_submodule(name)
+        fmt = ("csr" if name in sparse and layer.out_quant is None
+               else "sparse24" if name in two_of_four else None)
         try:
-            new = kernel_module(layer, "csr" if name in sparse and layer.out_quant is None
-                                else None)
+            new = kernel_module(layer, fmt)
         except Unsupported as e:
             kept.append(f"{name} ({e})")
             continue

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .formats import (ALIGN, BINARY_PANELS, FORMATS, INT4_GROUP_SIZES, INT8_PANELS,
                       SCALE_DTYPES, aligned_empty, pack_weights)
 from . import ref
+from .format_sparse24 import SPARSE24_PANELS
 from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed  # registers the ops
 from .quantize import activation_range, quantize_weight_int8, requantize_params, xnor_scales
 
@@ -49,7 +50,9 @@ class GemmGeometry:
 def _aligned_zeros(shape: tuple[int, ...], np_dtype) -> torch.Tensor:
     arr = aligned_empty(shape, np_dtype)
     arr.fill(0)
-    carrier = np.int64 if arr.dtype == np.uint64 else arr.dtype  # torch has no full uint64
+    # torch has no full uint64 / uint32: carry their bits as int64 / int32
+    carrier = {np.dtype(np.uint64): np.int64, np.dtype(np.uint32): np.int32}.get(arr.dtype,
+                                                                                 arr.dtype)
     return torch.from_numpy(arr.view(carrier))
 
 
@@ -276,6 +279,7 @@ class Int8Scheme(IntActivationScheme):
     clamp it further: a fused activation)."""
 
     fmt = "int8"
+    op = "gemm_int8"   # the torch op: gemm_int8's arguments and epilogues
     OPTIONS = {**IntActivationScheme.OPTIONS, "out_scale": None, "out_zero_point": 0,
                "out_range": None, "relu": False, "out_clip": None}
     weight_bits = 8
@@ -308,11 +312,16 @@ class Int8Scheme(IntActivationScheme):
     def int8_out(self) -> bool:
         return self.options["out_scale"] is not None
 
+    def packed_zeros(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
+        """The stacked packed arrays, zero, before a state_dict or weights fill them."""
+        return {"weight_data": _aligned_zeros((geo.groups, *INT8_PANELS.packed_shape(geo.k,
+                                                                                      geo.n)),
+                                              np.int8),
+                "weight_col_sum": torch.zeros(geo.groups, geo.n, dtype=torch.int32)}
+
     def allocate(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
         g, c = geo.groups, geo.channels
-        packed_shape = INT8_PANELS.packed_shape(geo.k, geo.n)
-        bufs = {"weight_data": _aligned_zeros((g, *packed_shape), np.int8),
-                "weight_col_sum": torch.zeros(g, geo.n, dtype=torch.int32),
+        bufs = {**self.packed_zeros(geo),
                 "weight_abs_sum_max": torch.zeros(g, dtype=torch.int64),
                 "weight_scale": torch.ones(c, dtype=torch.float32), **self._act_buffers()}
         o = self.options
@@ -339,7 +348,7 @@ class Int8Scheme(IntActivationScheme):
     def _fill(self, geo: GemmGeometry, q: torch.Tensor, scale: torch.Tensor,
               bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Buffers from int8 q [G, N, K], scales [G * N] and a float bias [G * N]."""
-        records = [pack_weights(q[g].numpy(), "int8", layout="nk") for g in range(geo.groups)]
+        records = [pack_weights(q[g].numpy(), self.fmt, layout="nk") for g in range(geo.groups)]
         bufs = {f"weight_{k}": v for k, v in _stack_packed(records).items()}
         bufs["weight_abs_sum_max"] = torch.tensor([r.col_abs_sum_max for r in records],
                                                   dtype=torch.int64)
@@ -368,7 +377,7 @@ class Int8Scheme(IntActivationScheme):
 
     def accumulate(self, mod, q: torch.Tensor, g: int, zp: int) -> torch.Tensor:
         """int32 [M, N] = (q - zp) @ W_g^T, the kernel without an epilogue."""
-        return _OPS.gemm_int8(q, self.weights(mod, g), self.meta(mod, g), "int8", zp)
+        return getattr(_OPS, self.op)(q, self.weights(mod, g), self.meta(mod, g), self.fmt, zp)
 
     def out_qrange(self, mod) -> tuple[torch.dtype, int, int]:
         """(dtype, qmin, qmax) of the requantized output: ``out_range`` (or the zero
@@ -386,19 +395,46 @@ class Int8Scheme(IntActivationScheme):
         w, meta = self.weights(mod, g), self.meta(mod, g)
         w_scale, bias = self.channel(mod, "weight_scale", g), self.channel(mod, "bias", g)
         rows, a_scale, zp = self.integer_rows(mod, rows, a_scale)
+        gemm, fmt = getattr(_OPS, self.op), self.fmt
         if a_scale is not None:       # dynamic: symmetric, zero point 0
-            return _OPS.gemm_int8(rows, w, meta, "int8", 0, "dequantize", a_scale=a_scale,
-                                  w_scale=w_scale, bias=bias)
+            return gemm(rows, w, meta, fmt, 0, "dequantize", a_scale=a_scale, w_scale=w_scale,
+                        bias=bias)
         if not self.int8_out:
-            return _OPS.gemm_int8(rows, w, meta, "int8", zp, "dequantize", a_scale=mod.act_scale,
-                                  w_scale=w_scale, bias=bias)
+            return gemm(rows, w, meta, fmt, zp, "dequantize", a_scale=mod.act_scale,
+                        w_scale=w_scale, bias=bias)
         dtype, qmin, qmax = self.out_qrange(mod)
-        return _OPS.gemm_int8(
-            rows, w, meta, "int8", zp, "requantize",
+        return gemm(
+            rows, w, meta, fmt, zp, "requantize",
             multiplier=self.channel(mod, "requant_multiplier", g),
             shift=self.channel(mod, "requant_shift", g),
             bias=self.channel(mod, "requant_bias", g), out_zero_point=int(mod.out_zero_point),
             qmin=qmin, qmax=qmax, out_dtype=dtype)
+
+
+class Sparse24Scheme(Int8Scheme):
+    """int8 weights that satisfy 2:4 along K (two nonzeros in every 4 consecutive K values of
+    an output channel, e.g. after ``compress.prune(model, NMConfig(2, 4))``), run by
+    ``gemm_sparse24``: int8 everything else, as ``Int8Scheme`` (activations, epilogues,
+    int8 output). K runs in torch's ``weight.reshape(out, -1)`` order, the order N:M masks
+    are taken in; a weight that is not 2:4 there is rejected naming the first bad group."""
+
+    fmt = "sparse24"
+    op = "gemm_sparse24"
+    packed = ("weight_values", "weight_meta")
+    tap_major = False
+
+    def packed_zeros(self, geo: GemmGeometry) -> dict[str, torch.Tensor]:
+        values = SPARSE24_PANELS.packed_shape(geo.k, geo.n, np.dtype(np.int8))
+        return {"weight_values": _aligned_zeros((geo.groups, *values), np.int8),
+                "weight_meta": _aligned_zeros((geo.groups,
+                                               *SPARSE24_PANELS.meta_shape(geo.k, geo.n)),
+                                              np.uint32)}
+
+    def meta(self, mod, g: int) -> list[int]:
+        return FormatScheme.meta(self, mod, g)  # the record derives its overflow guard
+
+    def sparsity(self, mod) -> tuple[float, str]:
+        return 0.5, "2:4"
 
 
 # --- csr (unstructured sparse int8 weights) ----------------------------------------------------
@@ -703,7 +739,7 @@ class BinaryScheme(FormatScheme):
 
 SCHEMES: dict[str, type[FormatScheme]] = {
     "int8": Int8Scheme, "int4": Int4Scheme, "uint4": Uint4Scheme, "binary": BinaryScheme,
-    "csr": CsrScheme,
+    "csr": CsrScheme, "sparse24": Sparse24Scheme,
 }
 
 

@@ -1,6 +1,7 @@
 """lowbit's kernels as torch custom ops, namespace ``lowbit``, each with a fake implementation.
 
     torch.ops.lowbit.gemm_int8(a, w, w_meta, w_format, ...)          lowbit.kernels.gemm_int8
+    torch.ops.lowbit.gemm_sparse24(a, w, w_meta, w_format, ...)      lowbit.kernels.gemm_sparse24
     torch.ops.lowbit.gemm_w4a16(x, w, w_meta, w_format)              lowbit.kernels.gemm_w4a16
     torch.ops.lowbit.gemm_w4a8(a, w, w_meta, w_format, a_scale)      lowbit.kernels.gemm_w4a8
     torch.ops.lowbit.gemm_binary(a_bits, w, w_meta, w_format, ...)   lowbit.kernels.gemm_binary
@@ -13,8 +14,8 @@
 Packed weights cross the op boundary as ``w: Tensor[]`` (the record's arrays, in the order
 its ``WeightCodec`` declares), ``w_meta: int[]`` (its integer fields) and ``w_format: str``
 (``formats.FORMATS`` name); ``packed_to_tensors`` produces the three from a Packed* record,
-zero-copy. uint64 arrays (binary bits) cross as int64 tensors of the same bits, since torch's
-uint64 is not a full dtype. Inside an op ``tensors_to_packed`` rebuilds the record as NumPy
+zero-copy. uint64 arrays (binary bits) and uint32 ones (2:4 metadata) cross as int64 / int32
+tensors of the same bits, since torch's unsigned types are not full dtypes. Inside an op ``tensors_to_packed`` rebuilds the record as NumPy
 views of the tensors' memory (no copy), validated once and cached per storage and version;
 a tensor that is not 64-byte aligned (the kernels need ``formats.ALIGN``) is copied into an
 aligned buffer once and that copy cached. Fake implementations check ranks, dtypes and K
@@ -34,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,12 +46,14 @@ import torch
 from . import formats, quantize
 from .epilogue import Dequantize, Requantize
 from .format_csr import PackedCsrWeights
+from .format_sparse24 import PackedSparse24Weights
 from .formats import (ALIGN, FORMATS, PackedBinaryWeights, PackedInt4Weights, PackedWeights,
                       aligned_empty, binary_words)
 from .gemm_binary import gemm_binary as _gemm_binary
 from .gemm_int4 import gemm_w4a8 as _gemm_w4a8
 from .gemm_int4 import gemm_w4a16 as _gemm_w4a16
 from .gemm_int8 import gemm_int8 as _gemm_int8
+from .gemm_sparse24 import gemm_sparse24 as _gemm_sparse24
 from .spmm_csr import spmm_csr as _spmm_csr
 
 NAMESPACE = "lowbit"
@@ -57,7 +61,8 @@ NAMESPACE = "lowbit"
 # numpy dtype of an array -> torch dtype of the tensor carrying its bytes (same item size)
 _TORCH_CARRIER = {np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8,
                   np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
-                  np.dtype(np.uint64): torch.int64, np.dtype(np.float16): torch.float16,
+                  np.dtype(np.uint64): torch.int64, np.dtype(np.uint32): torch.int32,
+                  np.dtype(np.float16): torch.float16,
                   np.dtype(np.float32): torch.float32}
 _NUMPY_OF = {torch.int8: np.int8, torch.uint8: np.uint8, torch.int32: np.int32,
              torch.int64: np.int64, torch.float16: np.float16, torch.float32: np.float32}
@@ -87,8 +92,8 @@ class WeightCodec:
         return f"w = [{arrays}], w_meta = [{', '.join(self.meta)}]"
 
 
-_I8, _U8, _I32, _I64, _U64, _F32 = (np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64,
-                                                          np.uint64, np.float32))
+_I8, _U8, _I32, _I64, _U64, _U32, _F32 = (
+    np.dtype(t) for t in (np.int8, np.uint8, np.int32, np.int64, np.uint64, np.uint32, np.float32))
 _SCALES = (np.dtype(np.float16), np.dtype(np.float32))
 
 CODECS: dict[str, WeightCodec] = {
@@ -103,6 +108,8 @@ CODECS: dict[str, WeightCodec] = {
     "csr": WeightCodec(PackedCsrWeights,
                        (("row_ptr", (_I64,)), ("col_idx", (_I32,)), ("values", (_I8, _F32))),
                        ("n_out", "k"), ()),
+    "sparse24": WeightCodec(PackedSparse24Weights, (("values", (_I8,)), ("meta", (_U32,))),
+                            ("k", "n"), ("values", "meta")),
 }
 
 
@@ -275,8 +282,14 @@ def _int8_out_dtype(epilogue: str, out_dtype) -> torch.dtype:
                      f"{epilogue!r}")
 
 
-def _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype) -> tuple[tuple, torch.dtype]:
-    _check_weight_args(w, w_meta, w_format, ("int8",))
+# gemm_sparse24 (int8 2:4 weights) takes gemm_int8's arguments and epilogues: one pair of
+# implementations serves both, keyed by the weight format.
+_INT8_KERNELS = {"int8": _gemm_int8, "sparse24": _gemm_sparse24}
+
+
+def _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype,
+                   op_format: str) -> tuple[tuple, torch.dtype]:
+    _check_weight_args(w, w_meta, w_format, (op_format,))
     k, n = _meta_kn(w_meta)
     _check_matrix(a, "a", _INT8_ACTS, k)
     return (a.shape[0], n), _int8_out_dtype(epilogue, out_dtype)
@@ -284,15 +297,15 @@ def _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype) -> tuple[tuple, 
 
 def _gemm_int8_fake(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_scale=None,
                     w_scale=None, bias=None, multiplier=None, shift=None, out_zero_point=0,
-                    qmin=None, qmax=None, out_dtype=None):
-    shape, dtype = _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype)
+                    qmin=None, qmax=None, out_dtype=None, *, op_format="int8"):
+    shape, dtype = _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype, op_format)
     return a.new_empty(shape, dtype=dtype)
 
 
 def _gemm_int8_impl(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_scale=None,
                     w_scale=None, bias=None, multiplier=None, shift=None, out_zero_point=0,
-                    qmin=None, qmax=None, out_dtype=None):
-    shape, dtype = _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype)
+                    qmin=None, qmax=None, out_dtype=None, *, op_format="int8"):
+    shape, dtype = _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype, op_format)
     if not shape[0]:  # no rows: nothing to compute (and per-row scales would be empty)
         return torch.empty(shape, dtype=dtype)
     packed = _packed(w, w_meta, w_format)
@@ -317,7 +330,8 @@ def _gemm_int8_impl(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_s
                         out_dtype=_REQUANT_OUT[out_dtype])
     else:
         ep = None
-    return torch.from_numpy(_gemm_int8(_np(a), packed, a_zero_point=a_zero_point, epilogue=ep))
+    kernel = _INT8_KERNELS[op_format]
+    return torch.from_numpy(kernel(_np(a), packed, a_zero_point=a_zero_point, epilogue=ep))
 
 
 # --- gemm_w4a16 / gemm_w4a8 ----------------------------------------------------------------
@@ -503,6 +517,13 @@ OPS: tuple[OpDef, ...] = (
           "Tensor? multiplier=None, Tensor? shift=None, int out_zero_point=0, int? qmin=None, "
           "int? qmax=None, ScalarType? out_dtype=None) -> Tensor",
           _gemm_int8_impl, _gemm_int8_fake),
+    OpDef("gemm_sparse24",
+          f"gemm_sparse24(Tensor a, {_W_ARGS}, int a_zero_point=0, str epilogue='none', "
+          "Tensor? a_scale=None, Tensor? w_scale=None, Tensor? bias=None, "
+          "Tensor? multiplier=None, Tensor? shift=None, int out_zero_point=0, int? qmin=None, "
+          "int? qmax=None, ScalarType? out_dtype=None) -> Tensor",
+          functools.partial(_gemm_int8_impl, op_format="sparse24"),
+          functools.partial(_gemm_int8_fake, op_format="sparse24")),
     OpDef("gemm_w4a16", f"gemm_w4a16(Tensor x, {_W_ARGS}) -> Tensor",
           _gemm_w4a16_impl, _gemm_w4a16_fake),
     OpDef("gemm_w4a8", f"gemm_w4a8(Tensor a, {_W_ARGS}, Tensor? a_scale=None) -> Tensor",

@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import lowbit.kernels as lk
 from lowbit.kernels import ref, torch_ops
 from lowbit.kernels.formats import ALIGN
+from lowbit.kernels.format_sparse24 import prune_24
 from lowbit.kernels.torch_ops import (CODECS, OPS, packed_to_tensors, tensors_to_packed)
 
 OP = torch.ops.lowbit
@@ -304,6 +305,8 @@ def _samples():
                                                  seeded(11).integers(-127, 128, (40, 100)),
                                                  0).astype(np.int8)))
     csr_f = packed_to_tensors(lk.pack_csr(seeded(12).standard_normal((40, 100)).astype(np.float32)))
+    s24 = packed_to_tensors(lk.pack_weights(
+        prune_24(seeded(13).integers(-128, 128, (100, 70)).astype(np.int8)), "sparse24"))
     req = {"multiplier": torch.full((70,), 2 ** 30, dtype=torch.int32),
            "shift": torch.full((70,), 40, dtype=torch.int32)}
     return {
@@ -314,6 +317,10 @@ def _samples():
         "int8_requantize_u8": (OP.gemm_int8, (a, *int8),
                                {"epilogue": "requantize", "out_dtype": torch.uint8,
                                 "out_zero_point": 3, **req}, (5, 70), torch.uint8),
+        "sparse24_none": (OP.gemm_sparse24, (a, *s24), {}, (5, 70), torch.int32),
+        "sparse24_dequantize": (OP.gemm_sparse24, (a, *s24),
+                                {"epilogue": "dequantize", "w_scale": torch.rand(70),
+                                 "a_scale": torch.rand(5)}, (5, 70), torch.float32),
         "w4a16_bf16": (OP.gemm_w4a16, (torch.randn(3, 64).bfloat16(), *w4), {}, (3, 40),
                        torch.float32),
         "w4a8": (OP.gemm_w4a8, (torch.ones(3, 64, dtype=torch.int8), *w4, torch.rand(3)), {},
