@@ -200,11 +200,16 @@ def compress_int4(teacher, budget: Budget):
 
 
 def compress_nm24(teacher, budget: Budget):
-    from lowbit.compress import NMConfig, finalize, prune
+    from lowbit.compress import (Int8StaticConfig, NMConfig, calibration_loader, export,
+                                 finalize, prune, quantize)
 
     student = prune(copy.deepcopy(teacher), NMConfig(2, 4))
     _kd(teacher, student, budget.kd_epochs, 1e-3, keep_masks=True)
-    return finalize(student)
+    # int8 per-channel quantization keeps zeros zero, so the 2:4 pattern survives into the
+    # integer weights that export(sparse24=True) puts on gemm_sparse24
+    student = quantize(finalize(student), Int8StaticConfig(calibrator="kl"),
+                       calibration=calibration_loader(256))
+    return export(student, sparse24=True)
 
 
 def compress_channels(teacher, budget: Budget):
@@ -235,7 +240,8 @@ COMPRESSIONS = (
     ("int8 static (KL)", compress_int8,
      "lowbit gemm_int8 (export, requantization fused between layers)"),
     ("int4 weight-only g32", compress_int4, "lowbit gemm_w4a16 (export; conv1, K=9, in float)"),
-    ("2:4 + KD", compress_nm24, "torch fp32 (zeros kept dense; no 2:4 module format yet)"),
+    ("2:4 + KD, int8", compress_nm24,
+     "lowbit gemm_sparse24 (export(sparse24=True); conv1, K=9, dense int8)"),
     ("channels 50% L1 + KD", compress_channels, "torch fp32 (smaller dense model)"),
     ("binary XNOR + KD", compress_binary,
      "lowbit gemm_binary (conv2, conv3; ReLU1/2 removed, XNOR-Net BN -> sign -> conv)"),
