@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
 import lowbit
+from lowbit import kernels
 
 from .report_html import render_html
 from .run_pipeline import RunResult
@@ -21,7 +23,8 @@ def summary_rows(result: RunResult) -> list[tuple[str, str]]:
     failed = [s.name for s in result.steps if s.status == FAILED]
     return [("lowbit", lowbit.__version__),
             ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-            ("machine", f"{platform.machine()}, {platform.processor() or 'cpu'}, "
+            ("machine", f"{platform.machine()}, {os.cpu_count()} CPUs "
+                        f"({' '.join(kernels.cpu_features()) or 'features unknown'}), "
                         f"python {platform.python_version()}"),
             ("mode", "quick (--quick)" if result.quick else "full"),
             ("wall time", f"{result.seconds:.1f} s"),
