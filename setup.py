@@ -15,6 +15,7 @@ PACKAGE_DIRS = {
     "lowbit.roofline": "roofline",
     "lowbit.bench": "bench",
     "lowbit.sweep": "sweep",
+    "lowbit.nas": "nas",
 }
 
 setup(

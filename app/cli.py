@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lowbit import roofline_cmd, simulate_cmd, sweep_cmd
+from lowbit import nas_cmd, roofline_cmd, simulate_cmd, sweep_cmd
 
 
 def _cmd_info(args) -> int:
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_cmd.add_parser(sub)
     roofline_cmd.add_parser(sub)
     sweep_cmd.add_parser(sub)
+    nas_cmd.add_parser(sub)
     return parser
 
 
