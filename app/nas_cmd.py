@@ -117,11 +117,14 @@ def _front_table(front: list[dict]) -> str:
 def run(args) -> int:
     import dataclasses
 
-    from lowbit.nas import NASDB, EvalSettings, front_rows, run_search
+    from lowbit.nas import NASDB, EvalSettings, front_rows, parse_objectives, run_search
     from lowbit.nas.space import Candidate
 
+    # bad arguments fail before the progress bar starts
     settings = EvalSettings(evaluator=args.evaluator, epochs=args.epochs,
                             qat_epochs=args.qat_epochs, profile=args.profile, cost=args.cost)
+    parse_objectives(args.objectives)
+    NASDB(args.db).close()
     info = sys.stderr if args.json else sys.stdout
     with _Bar() as bar:
         s = run_search(args.space, args.strategy, args.budget, objectives=args.objectives,

@@ -39,7 +39,7 @@ import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -232,17 +232,27 @@ def quantize_candidate(model: torch.nn.Module, candidate: Candidate,
     return convert(model)
 
 
+def _plain(obj):
+    """A dataclass / mapping / sequence tree as JSON-able plain values (for hashing)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj if isinstance(obj, (str, int, float, bool, type(None))) else repr(obj)
+
+
 @lru_cache(maxsize=16)
 def _hardware(profile_name: str, cost: str):
-    """(loaded profile or device, its content digest)."""
+    """(loaded simulator profile or roofline device, digest of its content)."""
     if cost == "simulator":
         from lowbit.simulator import load_profile
         prof = load_profile(profile_name)
         return prof, digest(profile_mapping(prof))
     from lowbit.roofline import get_device
     dev = get_device(profile_name)
-    blob = json.dumps(dataclasses.asdict(dev), sort_keys=True, default=str)
-    return dev, digest(blob)
+    return dev, digest(json.dumps(_plain(dev), sort_keys=True))
 
 
 def hardware_cost(workload, settings: EvalSettings) -> tuple[float | None, float | None, bool,

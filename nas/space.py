@@ -85,8 +85,11 @@ class Candidate:
                              f"{CANDIDATE_FORMAT}")
         stages = tuple(Stage(int(s["depth"]), int(s["kernel"]), int(s["expand"]))
                        for s in data["stages"])
-        return cls(float(data["width"]), stages,
-                   tuple((str(k), int(v)) for k, v in data["bits"].items()))
+        bits = {str(k): int(v) for k, v in data["bits"].items()}
+        names = layer_names(stages)   # JSON key order is not layer order
+        if set(bits) != set(names):
+            raise ValueError(f"candidate: bits must name the layers {names}, got {sorted(bits)}")
+        return cls(float(data["width"]), stages, tuple((n, bits[n]) for n in names))
 
     def key(self) -> str:
         """SHA-256 of the canonical JSON of ``to_dict()``."""

@@ -137,7 +137,7 @@ class OptunaStrategy(Strategy):
 def grid_levels(cardinalities: Sequence[int], budget: int) -> list[list[int]]:
     """Per axis, the choice indices of the coarse grid (see the module doc, ``grid``).
 
-    >>> grid_levels([3, 2, 3], 6)
+    >>> grid_levels([3, 2, 3], 4)
     [[0, 2], [0, 1], [1]]
     >>> grid_levels([3, 2], 100)
     [[0, 1, 2], [0, 1]]
