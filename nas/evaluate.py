@@ -290,6 +290,15 @@ def _loader(data: SearchData, settings: EvalSettings) -> DataLoader:
                       shuffle=True, generator=gen)
 
 
+def _qat_finetune(data: SearchData, settings: EvalSettings):
+    """The quantization-aware fine-tuning step of "train", or None (proxy, 0 epochs)."""
+    if settings.evaluator != "train" or not settings.qat_epochs:
+        return None
+    return lambda model: train(model, _loader(data, settings), epochs=settings.qat_epochs,
+                               lr=settings.qat_lr, optimizer="adamw",
+                               weight_decay=settings.weight_decay)
+
+
 def train_float(candidate: Candidate, space: SearchSpace | str,
                 settings: EvalSettings) -> torch.nn.Module:
     """The float network of ``candidate`` trained with the settings' recipe (deterministic);
@@ -323,13 +332,8 @@ def evaluate_candidate(candidate: Candidate, space: SearchSpace | str,
             model = train_float(candidate, space, settings)
         else:
             model = network.build(candidate, space)
-        finetune = None
-        if settings.evaluator == "train" and settings.qat_epochs:
-            def finetune(m):
-                train(m, _loader(data, settings), epochs=settings.qat_epochs, lr=settings.qat_lr,
-                      optimizer="adamw", weight_decay=settings.weight_decay)
         qmodel = quantize_candidate(model, candidate, data.x_train[:settings.calibration],
-                                    finetune)
+                                    _qat_finetune(data, settings))
         if settings.evaluator == "train":
             val_acc = _accuracy(qmodel, data.x_val, data.y_val)
             test_acc = _accuracy(qmodel, data.x_test, data.y_test)
@@ -351,7 +355,7 @@ def _code_digest() -> str:
     """Digest of the source that turns a candidate into numbers (see the module doc)."""
     parts = (network.ConvBN, network.FusedMBConv, network.NASNet, proxy.naswot,
              quantize_candidate, train_float, evaluate_candidate, search_data, _distinct,
-             _accuracy, _loader, _storage, hardware_cost, train)
+             _accuracy, _loader, _storage, _qat_finetune, hardware_cost, train)
     return digest([inspect.getsource(p) for p in parts])
 
 

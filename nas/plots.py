@@ -6,6 +6,7 @@ Nothing here evaluates or times anything.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -57,11 +58,14 @@ def plot_searches(db: str | os.PathLike, path: str | os.PathLike,
         ax.step([r["latency_s"] * 1e6 for r in front], [r["quality"] for r in front],
                 where="post", color=colour, marker="o", markersize=5, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel(f"simulated latency (us), batch 1")
+    ax.set_xlabel("latency (us), batch 1")
     ax.set_ylabel("NASWOT score (zero-cost proxy)" if proxy else "validation accuracy "
                   "(integer model)")
     spaces = sorted({s["space"] for s, _ in data})
-    ax.set_title(f"lowbit nas: {', '.join(spaces)}; Pareto fronts (lines)")
+    hardware = sorted({f"{st['profile']} {st['cost']}"
+                       for st in (json.loads(s["settings"]) for s, _ in data)})
+    ax.set_title(f"lowbit nas: {', '.join(spaces)} on {', '.join(hardware)}\n"
+                 f"Pareto fronts (lines)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     out = Path(path)

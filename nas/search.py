@@ -8,7 +8,8 @@ comes from the database (any earlier search or run with the same settings) or is
 budget is the number of distinct candidates a search evaluates.
 
 A search is identified by the SHA-256 of its space, strategy, seed, objectives, strategy
-options and evaluation settings (not the budget). Strategies are deterministic given the
+options and evaluation settings (not the budget, except for the grid, whose shape follows
+the budget). Strategies are deterministic given the
 values they are told, and every value comes back from the database bit for bit, so a rerun
 of an interrupted search replays it: it proposes the same candidates, takes the recorded
 ones from the database and evaluates only the rest. A rerun with a larger budget continues
@@ -79,8 +80,7 @@ def _eval_row(key: str, candidate: Candidate, space: SearchSpace, settings: Eval
               ev) -> dict:
     return {"eval_key": key, "candidate_key": candidate.key(), "space": space.name,
             "candidate": candidate.to_json(), "settings": canonical_json(asdict(settings)),
-            **{k: v for k, v in ev.to_dict().items()},
-            "feasible": int(ev.feasible), "lowbit_version": lowbit.__version__,
+            **ev.to_dict(), "feasible": int(ev.feasible), "lowbit_version": lowbit.__version__,
             "created_at": time.time()}
 
 
