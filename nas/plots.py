@@ -28,6 +28,7 @@ def plot_searches(db: str | os.PathLike, path: str | os.PathLike,
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     with NASDB(db, create=False) as store:
         searches = store.searches()
@@ -58,6 +59,8 @@ def plot_searches(db: str | os.PathLike, path: str | os.PathLike,
         ax.step([r["latency_s"] * 1e6 for r in front], [r["quality"] for r in front],
                 where="post", color=colour, marker="o", markersize=5, label=label)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("latency (us), batch 1")
     ax.set_ylabel("NASWOT score (zero-cost proxy)" if proxy else "validation accuracy "
                   "(integer model)")
