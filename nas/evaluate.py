@@ -139,8 +139,10 @@ class EvalSettings:
 @dataclass(frozen=True)
 class Evaluation:
     """One candidate's results. ``quality`` is what the search maximizes: the validation
-    accuracy ("train") or the NASWOT score ("proxy"). Latency in seconds, energy in pJ
-    (None when the profile cannot run the network: ``feasible`` False and a ``reason``)."""
+    accuracy ("train") or the NASWOT score ("proxy"). Latency in seconds, energy in pJ.
+    ``feasible`` is False, with a ``reason``, when the candidate has no result: the profile
+    cannot run it (latency and energy None), or its training diverged (a non-finite loss;
+    quality 0 and no costs). Searches keep such candidates off every front."""
 
     quality: float
     val_accuracy: float | None
@@ -328,12 +330,18 @@ def evaluate_candidate(candidate: Candidate, space: SearchSpace | str,
                          f"{settings.calibration}")
     val_acc = test_acc = score = None
     with deterministic(settings.seed):
-        if settings.evaluator == "train":
-            model = train_float(candidate, space, settings)
-        else:
-            model = network.build(candidate, space)
-        qmodel = quantize_candidate(model, candidate, data.x_train[:settings.calibration],
-                                    _qat_finetune(data, settings))
+        try:
+            if settings.evaluator == "train":
+                model = train_float(candidate, space, settings)
+            else:
+                model = network.build(candidate, space)
+            qmodel = quantize_candidate(model, candidate, data.x_train[:settings.calibration],
+                                        _qat_finetune(data, settings))
+        except FloatingPointError as exc:   # a diverged training run is a result, not a crash
+            return Evaluation(quality=0.0, val_accuracy=None, test_accuracy=None,
+                              proxy_score=None, latency_s=None, energy_pj=None, feasible=False,
+                              reason=f"training diverged: {exc}", macs=0, params=0,
+                              weight_bytes=0, seconds=time.perf_counter() - start)
         if settings.evaluator == "train":
             val_acc = _accuracy(qmodel, data.x_val, data.y_val)
             test_acc = _accuracy(qmodel, data.x_test, data.y_test)

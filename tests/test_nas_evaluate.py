@@ -116,3 +116,10 @@ def test_export_and_load_round_trip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not torch")
     with pytest.raises(Exception):
         load_model(tmp_path / "bad.pt")
+
+
+def test_a_diverged_training_is_an_infeasible_result():
+    cand = get_space("digits-mbv2").decode([0] * 10)
+    ev = evaluate_candidate(cand, "digits-mbv2", EvalSettings(epochs=1, lr=1e30, qat_epochs=0))
+    assert not ev.feasible and ev.reason.startswith("training diverged: loss is nan")
+    assert (ev.quality, ev.latency_s, ev.energy_pj) == (0.0, None, None)
