@@ -192,8 +192,7 @@ class SearchSpace:
 
     def size(self) -> int:
         """Distinct candidates (not genomes): architectures x bit assignments of their layers."""
-        per_stage = 0
-        # layers per stage: depth * (1 or 2); count architectures by their layer count
+        per_stage = 0  # (stage architecture, bits of its layers) pairs; a block has 1 or 2 layers
         for d in self.depths:
             for e in self.expands:
                 per_stage += len(self.kernels) * (len(self.bit_choices) ** (d * (1 + (e > 1)))

@@ -178,12 +178,9 @@ class HybridStrategy(OptunaStrategy):
         self._seen: dict[tuple[int, ...], Values] = {}   # canonical genome -> values
         self._told = 0
         self._queued: set[tuple[int, ...]] = set()
-        self._planned: set[int] = set()   # generation starts whose local moves are queued
 
     def ask(self) -> tuple[int, ...]:
-        if self._told and self._told % self.population == 0 and self._trial is None \
-                and self._told not in self._planned:
-            self._planned.add(self._told)
+        if self._told and self._told % self.population == 0 and self._trial is None:
             for genome in self._local_moves():
                 self.study.enqueue_trial({a.name: int(g) for a, g in zip(self.space.axes,
                                                                          genome)})
