@@ -15,6 +15,7 @@ PACKAGE_DIRS = {
     "lowbit.roofline": "roofline",
     "lowbit.bench": "bench",
     "lowbit.sweep": "sweep",
+    "lowbit.nas": "nas",
 }
 
 setup(
@@ -38,6 +39,7 @@ setup(
         "scikit-learn>=1.3",
         "rich>=13",
         "scipy>=1.10,<2",  # CSR weights from scipy.sparse (kernels.format_csr), spmm baseline
+        "optuna>=4,<6",  # lowbit nas: grid / random / NSGA-II samplers (ask-and-tell)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6",

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lowbit import compress_cmd, roofline_cmd, simulate_cmd, sweep_cmd
+from lowbit import compress_cmd, nas_cmd, roofline_cmd, simulate_cmd, sweep_cmd
 
 
 def _cmd_info(args) -> int:
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     roofline_cmd.add_parser(sub)
     sweep_cmd.add_parser(sub)
     compress_cmd.add_parser(sub)
+    nas_cmd.add_parser(sub)
     return parser
 
 
