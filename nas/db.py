@@ -21,13 +21,10 @@ process being killed, an operating-system crash may undo the last few.
 """
 from __future__ import annotations
 
-import os
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
-from lowbit.sweep.db import _Transaction  # BEGIN IMMEDIATE ... COMMIT / ROLLBACK
+from lowbit.sweep.db import DatabaseError, WalDatabase
 
 __all__ = ["NASDB", "DatabaseError", "SCHEMA_VERSION", "EVAL_COLUMNS"]
 
@@ -63,43 +60,11 @@ _SCHEMA = (
 )
 
 
-class DatabaseError(ValueError):
-    """A missing or incompatible search database."""
-
-
-class NASDB:
+class NASDB(WalDatabase):
     """A search database; ``NASDB(path)`` creates it if missing (``create=False``: must
     exist). Use as a context manager or call ``close()``."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True) -> None:
-        self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise DatabaseError(f"{self.path}: no such NAS database")
-        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        try:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self._check_schema()
-        except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise DatabaseError(f"{self.path}: not a NAS database: {exc}") from exc
-        except BaseException:
-            self.conn.close()
-            raise
-
-    def __enter__(self) -> "NASDB":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def _transaction(self):
-        return _Transaction(self.conn)
+    KIND = "NAS"
 
     def _check_schema(self) -> None:
         with self._transaction():

@@ -70,15 +70,18 @@ def spec_hash(points: Sequence[Point]) -> str:
     return digest(sorted(p.hash for p in points))
 
 
-class SweepDB:
-    """A results database; ``SweepDB(path)`` creates it if missing (``create=False``: must
-    exist). Use as a context manager or call ``close()``.
-    """
+class WalDatabase:
+    """An SQLite file in WAL mode, autocommit, with explicit ``_transaction()`` blocks; a
+    subclass names its ``KIND`` (for messages) and checks or creates its schema in
+    ``_check_schema``. ``create=False``: the file must exist. Use as a context manager or call
+    ``close()``. Shared by the sweep and NAS databases."""
+
+    KIND = "results"
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise DatabaseError(f"{self.path}: no such sweep database")
+            raise DatabaseError(f"{self.path}: no such {self.KIND} database")
         self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         try:
@@ -88,12 +91,12 @@ class SweepDB:
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise DatabaseError(f"{self.path}: not a sweep database: {exc}") from exc
+            raise DatabaseError(f"{self.path}: not a {self.KIND} database: {exc}") from exc
         except BaseException:
             self.conn.close()
             raise
 
-    def __enter__(self) -> "SweepDB":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -102,9 +105,19 @@ class SweepDB:
     def close(self) -> None:
         self.conn.close()
 
-    # ---------------------------------------------------------------------------------------
     def _transaction(self):
         return _Transaction(self.conn)
+
+    def _check_schema(self) -> None:
+        raise NotImplementedError
+
+
+class SweepDB(WalDatabase):
+    """A results database; ``SweepDB(path)`` creates it if missing (``create=False``: must
+    exist). Use as a context manager or call ``close()``.
+    """
+
+    KIND = "sweep"
 
     def _check_schema(self) -> None:
         with self._transaction():
