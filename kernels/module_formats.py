@@ -256,6 +256,19 @@ class IntActivationScheme(FormatScheme):
                             f"{x.dtype}")
         return x, zp, None
 
+    # int8 weights, symmetric per output channel, stacked into the format's buffers by _fill
+    def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
+        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k).numpy())
+        return self._fill(geo, torch.from_numpy(q).reshape(geo.groups, geo.n, geo.k),
+                          torch.from_numpy(s), bias)
+
+    def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
+        if weight_zero_point is not None:
+            raise ValueError(f"weight_zero_point: {self.fmt} weights are symmetric int8 (no zero point)")
+        _int_range("weight", weight, -128, 127)
+        scale = _channel_scales("weight_scale", weight_scale, geo.channels)
+        return self._fill(geo, weight.to(torch.int8), scale, bias)
+
     def integer_rows(self, mod, rows, a_scale=None) -> tuple[torch.Tensor, torch.Tensor | None,
                                                              int]:
         """(q [M, K] int8 / uint8, per-row scales float32 [M] of dynamic activations or None
@@ -359,18 +372,6 @@ class Int8Scheme(IntActivationScheme):
         elif bias is not None:
             bufs["bias"] = bias
         return bufs
-
-    def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
-        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k).numpy())
-        return self._fill(geo, torch.from_numpy(q).reshape(geo.groups, geo.n, geo.k),
-                          torch.from_numpy(s), bias)
-
-    def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
-        if weight_zero_point is not None:
-            raise ValueError("weight_zero_point: int8 weights are symmetric (no zero point)")
-        _int_range("weight", weight, -128, 127)
-        scale = _channel_scales("weight_scale", weight_scale, geo.channels)
-        return self._fill(geo, weight.to(torch.int8), scale, bias)
 
     def meta(self, mod, g: int) -> list[int]:
         return [mod.geometry.k, mod.geometry.n, int(mod.weight_abs_sum_max[g])]
@@ -480,18 +481,6 @@ class CsrScheme(IntActivationScheme):
         if bias is not None:
             bufs["bias"] = bias
         return bufs
-
-    def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
-        q, s = quantize_weight_int8(w.reshape(geo.channels, geo.k).numpy())
-        return self._fill(geo, torch.from_numpy(q).reshape(geo.groups, geo.n, geo.k),
-                          torch.from_numpy(s), bias)
-
-    def from_integers(self, geo: GemmGeometry, weight, weight_scale, weight_zero_point, bias):
-        if weight_zero_point is not None:
-            raise ValueError("weight_zero_point: csr int8 weights are symmetric (no zero point)")
-        _int_range("weight", weight, -128, 127)
-        scale = _channel_scales("weight_scale", weight_scale, geo.channels)
-        return self._fill(geo, weight.to(torch.int8), scale, bias)
 
     def weights(self, mod, g: int) -> list[torch.Tensor]:
         row_ptr = mod.weight_row_ptr[g]
