@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import sys
 
+from lowbit.progress import CountBar
+
 DESCRIPTION = ("Hardware-aware NAS on the digits images: search MobileNet-style networks "
                "(and per-layer bit widths with --space digits-mbv2-bits) for accuracy vs "
                "latency on a hardware profile; candidates are trained briefly (or scored by "
@@ -70,34 +72,6 @@ def add_parser(subparsers):
     return p
 
 
-class _Bar:
-    """A rich progress bar on stderr fed by run_search's progress(done, total)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("nas"), BarColumn(), MofNCompleteColumn(), TextColumn("candidates"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True))
-        self.task = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("nas", total=total, completed=done)
-        else:
-            self.progress.update(self.task, completed=done)
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
 def _front_table(front: list[dict]) -> str:
     from lowbit.nas.space import Candidate
 
@@ -126,7 +100,7 @@ def run(args) -> int:
     parse_objectives(args.objectives)
     NASDB(args.db).close()
     info = sys.stderr if args.json else sys.stdout
-    with _Bar() as bar:
+    with CountBar("nas", "candidates") as bar:
         s = run_search(args.space, args.strategy, args.budget, objectives=args.objectives,
                        settings=settings, db=args.db, seed=args.seed,
                        population=args.population, progress=bar)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lowbit.progress import CountBar
+
 DESCRIPTION = ("Hardware what-if sweeps: run a spec's points (a base profile, overrides, "
                "workloads, precisions) through the simulator and the roofline into a SQLite "
                "database, resuming where an earlier run stopped; export the results as CSV and "
@@ -41,34 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-class _Bar:
-    """A rich progress bar fed by run_sweep's progress(done, total) callback (stderr)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("points"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=Console(stderr=True))
-        self.task = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.task is None:  # the first call: points already in the database
-            self.task = self.progress.add_task("sweep", total=total, completed=done)
-        else:
-            self.progress.update(self.task, completed=done)
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-
 def _summary(s) -> str:
     rate = f", {s.points_per_s:.1f} points/s" if s.new else ""
     workers = f" x{s.workers}" if s.workers else ""
@@ -87,7 +61,7 @@ def run(args) -> int:
     sweep_id = None
     if args.spec:
         spec = load_spec(args.spec)
-        with _Bar() as bar:
+        with CountBar("sweep", "points") as bar:
             summary = run_sweep(spec, args.db, executor=args.executor, workers=args.workers,
                                 progress=bar)
         print(_summary(summary), file=info)
