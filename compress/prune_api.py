@@ -285,7 +285,7 @@ def iterative_prune(model: nn.Module, config, data: Iterable, *, schedule=AGPSch
 
         h = iterative_prune(model, LevelConfig(0.8), train_loader, schedule=AGPSchedule(4),
                             evaluate_fn=lambda m: evaluate(m, test_loader))
-        print(h.table())
+        text = h.table()     # per step: sparsity, accuracy
 
     Reference: Zhu & Gupta, To prune, or not to prune, arXiv:1710.01878 (AGP); Han et al.,
     NeurIPS 2015 (iterative pruning and retraining).
