@@ -1,9 +1,26 @@
-"""Helpers shared by the TOML profile loaders (simulator and roofline): strict key checks
-whose errors name the file and the field, and TOML string quoting for writers."""
+"""Helpers shared by the TOML loaders (simulator and roofline profiles, sweep specs): reading
+a file, strict key checks whose errors name the file and the field, and TOML string quoting
+for writers."""
 from __future__ import annotations
 
 import difflib
+import tomllib
+from pathlib import Path
 from typing import Any, Mapping
+
+
+def read_toml(error: type[Exception], path: Path) -> tuple[str, dict[str, Any]]:
+    """(text, parsed table) of a TOML file; an unreadable file or a syntax error raises
+    ``error("<file>: ...")``."""
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{where}: cannot read: {exc}") from exc
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{where}: TOML syntax error: {exc}") from exc
 
 
 def fail(error: type[Exception], where: str | None, fieldname: str, why: str) -> None:

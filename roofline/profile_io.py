@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -160,14 +159,8 @@ def load_device(name_or_path: str | os.PathLike) -> Device:
         if not path.is_file():
             raise DeviceError(f"{name_or_path}: not a built-in roofline device "
                               f"({', '.join(device_names())}) and no such file")
-    where = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DeviceError(f"{where}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise DeviceError(f"{where}: TOML syntax error: {exc}") from exc
-    return device_from_mapping(data, where)
+    _, data = tomlfields.read_toml(DeviceError, path)
+    return device_from_mapping(data, str(path))
 
 
 def device_from_mapping(data: Mapping[str, Any], where: str | None = None) -> Device:

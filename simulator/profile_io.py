@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -168,16 +167,8 @@ def load_profile(name_or_path: str | os.PathLike) -> Profile:
         if not path.is_file():
             raise ProfileError(f"{name_or_path}: not a built-in profile "
                                f"({', '.join(profile_names())}) and no such file")
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{where}: cannot read: {exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{where}: TOML syntax error: {exc}") from exc
-    return profile_from_mapping(data, where)
+    _, data = tomlfields.read_toml(ProfileError, path)
+    return profile_from_mapping(data, str(path))
 
 
 def profile_from_mapping(data: Mapping[str, Any], where: str | None = None) -> Profile:

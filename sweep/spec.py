@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -110,16 +109,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     144
     """
     path = Path(path)
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{where}: cannot read: {exc}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{where}: TOML syntax error: {exc}") from exc
-    return spec_from_mapping(data, where, base_dir=path.resolve().parent, text=text)
+    text, data = tomlfields.read_toml(SpecError, path)
+    return spec_from_mapping(data, str(path), base_dir=path.resolve().parent, text=text)
 
 
 def spec_from_mapping(data: Mapping[str, Any], where: str | None = None, *,
