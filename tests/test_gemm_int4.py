@@ -30,6 +30,7 @@ from lowbit.kernels import (FORMATS, PackedInt4Weights, gemm_w4a8, gemm_w4a16, n
                             pack_weights, ref)
 from lowbit.kernels.formats import ALIGN, INT4_PANELS, UINT4_PANELS, aligned_empty
 from lowbit.kernels.gemm_int4 import bf16_to_f32
+from operand_views import operand_views
 
 W4A16_ISAS = [k.key.isa for k in lk.REGISTRY.kernels("gemm_w4a16", "f32", "int4", usable=True)]
 # bfloat16 activations: the same variants, plus the vdpbf16ps one ("avx512_vnni") if usable
@@ -395,17 +396,7 @@ def test_w4a16_exact_on_small_integers(isa, fmt, assert_exact):
 
 # --- strided operands, bf16, out= ----------------------------------------------------------------
 
-def _views(big: np.ndarray, m: int, k: int) -> dict[str, np.ndarray]:
-    raw = np.zeros(m * k * big.itemsize + big.itemsize, np.uint8)
-    misaligned = raw[1:1 + m * k * big.itemsize].view(big.dtype).reshape(m, k)
-    misaligned[...] = big[:m, :k]
-    return {"row_strided": big[::2, :k][:m], "row_offset": big[1::2, 3:3 + k][:m],
-            "transposed": np.ascontiguousarray(big[:m, :k].T).T,
-            "reversed_rows": big[:m, :k][::-1], "k_stride_2": big[:m, :2 * k][:, ::2],
-            "misaligned": misaligned}
-
-
-VIEWS = list(_views(np.zeros((20, 300), np.float32), 3, 64))
+VIEWS = list(operand_views(np.zeros((20, 300), np.float32), 3, 64))
 
 
 @pytest.mark.parametrize("isa", W4A16_ISAS)
@@ -414,7 +405,7 @@ def test_w4a16_strided(isa, view):
     m, k, n = 7, 128, 70
     rng = np.random.default_rng(VIEWS.index(view))
     w4 = quantized(rng, k, n, "uint4", 64)
-    x = _views(rng.standard_normal((2 * m + 2, 2 * k + 4)).astype(np.float32), m, k)[view]
+    x = operand_views(rng.standard_normal((2 * m + 2, 2 * k + 4)).astype(np.float32), m, k)[view]
     keep = x.copy()
     got = gemm_w4a16(x, w4, isa=isa)
     np.testing.assert_array_equal(x, keep)
@@ -427,7 +418,7 @@ def test_w4a8_strided(isa, view):
     m, k, n = 7, 128, 70
     rng = np.random.default_rng(VIEWS.index(view) + 50)
     w4 = quantized(rng, k, n, "int4", 32)
-    a = _views(rng.integers(-128, 128, (2 * m + 2, 2 * k + 4), dtype=np.int8), m, k)[view]
+    a = operand_views(rng.integers(-128, 128, (2 * m + 2, 2 * k + 4), dtype=np.int8), m, k)[view]
     keep = a.copy()
     check_w4a8(gemm_w4a8(a, w4, isa=isa), np.ascontiguousarray(keep), w4)
 

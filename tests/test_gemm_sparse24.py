@@ -31,6 +31,7 @@ from lowbit.kernels import (FORMATS, Dequantize, PackedSparse24Weights, Requanti
 from lowbit.kernels.format_sparse24 import SPARSE24_PANELS
 from lowbit.kernels.formats import ALIGN, aligned_empty
 from lowbit.kernels.gemm_sparse24 import max_safe_k, sparse24_cost
+from operand_views import operand_views
 
 S8_ISAS = [k.key.isa for k in lk.REGISTRY.kernels("gemm_sparse24", "s8", "sparse24", usable=True)]
 F32_ISAS = [k.key.isa for k in lk.REGISTRY.kernels("gemm_sparse24", "f32", "sparse24",
@@ -401,17 +402,7 @@ def test_all_index_patterns(isa, assert_exact):
     assert_exact(gemm_sparse24(a, w24, isa=isa), want_s8(a, w24))
 
 
-def _views(big: np.ndarray, m: int, k: int) -> dict[str, np.ndarray]:
-    raw = np.zeros(m * k * big.itemsize + big.itemsize, np.uint8)
-    misaligned = raw[1:1 + m * k * big.itemsize].view(big.dtype).reshape(m, k)
-    misaligned[...] = big[:m, :k]
-    return {"row_strided": big[::2, :k][:m], "row_offset": big[1::2, 3:3 + k][:m],
-            "transposed": np.ascontiguousarray(big[:m, :k].T).T,
-            "reversed_rows": big[:m, :k][::-1], "k_stride_2": big[:m, :2 * k][:, ::2],
-            "misaligned": misaligned}
-
-
-VIEWS = list(_views(np.zeros((20, 300), np.float32), 3, 64))
+VIEWS = list(operand_views(np.zeros((20, 300), np.float32), 3, 64))
 VIEW_K = [64, 70]  # read in place (K % 32 == 0) and packed
 
 
@@ -422,7 +413,7 @@ def test_non_contiguous_int8(isa, view, k, assert_exact):
     m, n = 7, 70
     rng = np.random.default_rng([VIEWS.index(view), k])
     w24 = pack_weights(sparse_int8(rng, k, n), "sparse24")
-    a = _views(rng.integers(-128, 128, (2 * m + 2, 2 * k + 4), dtype=np.int8), m, k)[view]
+    a = operand_views(rng.integers(-128, 128, (2 * m + 2, 2 * k + 4), dtype=np.int8), m, k)[view]
     keep = a.copy()
     got = gemm_sparse24(a, w24, isa=isa)
     np.testing.assert_array_equal(a, keep)
@@ -463,7 +454,7 @@ def test_non_contiguous_f32(isa, view, k):
     m, n = 7, 70
     rng = np.random.default_rng([VIEWS.index(view), k, 30])
     w24 = pack_weights(sparse_f32(rng, k, n), "sparse24")
-    x = _views(rng.standard_normal((2 * m + 2, 2 * k + 4)).astype(np.float32), m, k)[view]
+    x = operand_views(rng.standard_normal((2 * m + 2, 2 * k + 4)).astype(np.float32), m, k)[view]
     keep = x.copy()
     check_f32(gemm_sparse24(x, w24, isa=isa), np.ascontiguousarray(keep), w24)
     np.testing.assert_array_equal(x, keep)
