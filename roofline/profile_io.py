@@ -78,11 +78,6 @@ TDP_DERIVED = ("derived: tdp_w / peak, i.e. all of the board power spent on comp
                "an upper bound on the energy per op")
 
 
-
-
-
-
-
 def _fail(where, fieldname, why):
     tomlfields.fail(DeviceError, where, fieldname, why)
 
@@ -92,6 +87,7 @@ def _check_keys(where, prefix, table, required, optional):
 
 
 _toml_str = tomlfields.toml_str
+
 
 def _table(where, name: str, value) -> dict:
     if not isinstance(value, dict):

@@ -82,7 +82,6 @@ HOROWITZ_CITATION = ("M. Horowitz, 'Computing's energy problem (and what we can 
                      "ISSCC 2014, 45 nm energy table")
 
 
-
 def _fail(where, fieldname, why):
     tomlfields.fail(ProfileError, where, fieldname, why)
 
@@ -92,6 +91,7 @@ def _check_keys(where, prefix, table, required, optional):
 
 
 _toml_str = tomlfields.toml_str
+
 
 def _horowitz_int_mac_pj(bits: int) -> float:
     """Integer MAC energy (pJ) at ``bits``: Horowitz's 8/32-bit mult + add, power law between."""
