@@ -68,6 +68,8 @@ from .training import Callback, TrainResult, TrainState, deterministic, evaluate
 from .workload import to_workload
 from .zoo import Pretrained, TrainRecipe, get_model, load_pretrained, model_names
 from .recipes import RECIPES, TARGET_DROP_PT, Compressed, compress_builtin, recipe_config
+from .recipes import (KD_EPOCHS, PipelineResult, PipelineStep, Stage, compress_pipeline,
+                      distill_finetune, parse_pipeline)
 
 __all__ = [
     "ActQuant", "BitAssignment", "CALIBRATORS", "Calibrator", "EMAMinMaxCalibrator",
@@ -100,4 +102,6 @@ __all__ = [
     "export_summary", "fuse_requantization", "kernel_module",
     "CHECKPOINT_VERSION", "checkpoint_info", "load", "save",
     "Compressed", "RECIPES", "TARGET_DROP_PT", "compress_builtin", "recipe_config",
+    "KD_EPOCHS", "PipelineResult", "PipelineStep", "Stage", "compress_pipeline",
+    "distill_finetune", "parse_pipeline",
 ]
