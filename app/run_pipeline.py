@@ -3,8 +3,9 @@
 Steps, in order (each a small function of a ``RunContext``, returning a ``StepResult``):
 
 1. ``step_baseline``: the digits CNN (``get_model``, cached), fp32 accuracy and latency;
-2. ``step_compress``: int8 static (KL), int4 weight-only g32, 2:4 + KD, 50% L1 channels + KD,
-   XNOR binary + KD; accuracy and latency of each against fp32 torch;
+2. ``step_compress``: int8 static (KL), int4 weight-only g32, 2:4 + KD, 50% L1 channels + KD
+   (then int8 static), XNOR binary + KD; accuracy and latency of each against fp32 torch,
+   and the channel-pruned model against the dense int8 one on the kernels at several batches;
 3. ``step_bench``: the quick kernel benchmark (``benchrun``) and its speed targets;
 4. ``step_simulate``: the zoo nets and the compressed models on the NPU profiles;
 5. ``step_roofline``: host (when calibrated), h100-sxm and an NPU; Llama-2-7B decode at
@@ -32,6 +33,7 @@ from .run_tables import FAILED, OK, StepResult, Table
 Progress = Callable[[str, int, int], None]
 
 LATENCY_BATCH = 64          # images per timed forward pass (one test batch)
+PRUNED_LATENCY_BATCHES = (1, 64, 450)  # pruned vs dense on the kernels; 450: the test split
 NPU_PROFILES = ("edge-npu-32x32", "tpu-v1", "eyeriss-v1", "gemmini")
 ROOFLINE_NPU = "edge-npu-32x32"
 ZOO_NETS = ("resnet18", "mobilenetv2", "bert-base")
@@ -104,16 +106,18 @@ def _no_progress(step: str, done: int, total: int) -> None:
 # measurement helpers
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def single_thread():
-    """torch and lowbit's kernels on one thread each, restored after: on a shared 2-core
-    machine two threads per library mostly measure the other processes' load."""
+def thread_count(n: int | None):
+    """torch and lowbit's kernels on ``n`` threads each (None: as configured), restored
+    after. One thread by default in the measurements: on a shared 2-core machine two
+    threads per library mostly measure the other processes' load."""
     import torch
 
     from lowbit import kernels
 
     before = torch.get_num_threads(), kernels.num_threads()
-    torch.set_num_threads(1)
-    kernels.set_num_threads(1)
+    if n is not None:
+        torch.set_num_threads(n)
+        kernels.set_num_threads(n)
     try:
         yield
     finally:
@@ -121,22 +125,32 @@ def single_thread():
         kernels.set_num_threads(before[1])
 
 
-def median_latency(model, x, repeats: int) -> float:
-    """Median wall time (seconds) of ``repeats`` forward passes of ``model`` on ``x`` (eval,
-    no grad, one thread), after one warm-up pass."""
+def median_latencies(models, x, repeats: int, *, threads: int | None = 1) -> list[float]:
+    """Median wall time (seconds) of a forward pass on ``x`` of each of ``models``, timed
+    interleaved: each of ``repeats`` rounds runs every model once in turn, so a change of
+    load on a shared machine slows them alike. Eval mode, no grad, one warm-up pass each
+    (packed-weight caches, first-call costs), ``threads`` threads (None: as configured)."""
     import torch
 
     if repeats < 1:
         raise ValueError(f"repeats: must be >= 1, got {repeats!r}")
-    model.eval()
-    times = []
-    with torch.no_grad(), single_thread():
-        model(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+    models = list(models)
+    times: list[list[float]] = [[] for _ in models]
+    with torch.no_grad(), thread_count(threads):
+        for model in models:
+            model.eval()
             model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _ in range(repeats):
+            for model, out in zip(models, times):
+                t0 = time.perf_counter()
+                model(x)
+                out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def median_latency(model, x, repeats: int) -> float:
+    """``median_latencies`` of one model, one thread."""
+    return median_latencies([model], x, repeats)[0]
 
 
 def _test_batch(n: int = LATENCY_BATCH):
@@ -177,20 +191,14 @@ def step_baseline(ctx: RunContext) -> StepResult:
 # --------------------------------------------------------------------------------------------
 # step 2: compression
 # --------------------------------------------------------------------------------------------
-def _kd(teacher, student, epochs: int, lr: float, keep_masks: bool) -> None:
-    from lowbit.compress import DistillConfig, KeepMasks, deterministic, digits_loaders, distill
-
-    train, _ = digits_loaders(seed=0)
-    with deterministic(0):
-        distill(teacher, student, train, DistillConfig(), epochs=epochs, lr=lr,
-                callbacks=(KeepMasks(student),) if keep_masks else ())
+INT8_RECIPE = "int8-static"   # Int8StaticConfig(calibrator="kl"), calibration_loader(256)
+CHANNELS_PIPELINE = f"prune-l1:0.5,distill,{INT8_RECIPE}"
 
 
 def compress_int8(teacher, budget: Budget):
-    from lowbit.compress import Int8StaticConfig, calibration_loader, export, quantize
+    from lowbit.compress import compress_pipeline
 
-    return export(quantize(copy.deepcopy(teacher), Int8StaticConfig(calibrator="kl"),
-                           calibration=calibration_loader(256)))
+    return compress_pipeline(teacher, INT8_RECIPE, simulate=False).final.model
 
 
 def compress_int4(teacher, budget: Budget):
@@ -200,11 +208,11 @@ def compress_int4(teacher, budget: Budget):
 
 
 def compress_nm24(teacher, budget: Budget):
-    from lowbit.compress import (Int8StaticConfig, NMConfig, calibration_loader, export,
-                                 finalize, prune, quantize)
+    from lowbit.compress import (Int8StaticConfig, NMConfig, calibration_loader,
+                                 distill_finetune, export, finalize, prune, quantize)
 
     student = prune(copy.deepcopy(teacher), NMConfig(2, 4))
-    _kd(teacher, student, budget.kd_epochs, 1e-3, keep_masks=True)
+    distill_finetune(teacher, student, epochs=budget.kd_epochs, keep_masks=True)
     # int8 per-channel quantization keeps zeros zero, so the 2:4 pattern survives into the
     # integer weights that export(sparse24=True) puts on gemm_sparse24
     student = quantize(finalize(student), Int8StaticConfig(calibrator="kl"),
@@ -213,16 +221,16 @@ def compress_nm24(teacher, budget: Budget):
 
 
 def compress_channels(teacher, budget: Budget):
-    from lowbit.compress import ChannelConfig, prune
+    """50% L1 channels (physically smaller) + KD, then int8 static and export: the same
+    recipe as ``compress_int8``, so the two run on the kernels the same way."""
+    from lowbit.compress import compress_pipeline
 
-    student = prune(copy.deepcopy(teacher), ChannelConfig(0.5, criterion="l1"),
-                    example_input=_test_batch(1))
-    _kd(teacher, student, budget.kd_epochs, 1e-3, keep_masks=False)
-    return student
+    return compress_pipeline(teacher, CHANNELS_PIPELINE, kd_epochs=budget.kd_epochs,
+                             simulate=False, reference=False).final.model
 
 
 def compress_binary(teacher, budget: Budget):
-    from lowbit.compress import BinaryConfig, quantize, use_binary_kernels
+    from lowbit.compress import BinaryConfig, distill_finetune, quantize, use_binary_kernels
 
     from torch import nn
 
@@ -230,19 +238,21 @@ def compress_binary(teacher, budget: Budget):
     # XNOR-Net order BN -> sign -> conv: a ReLU before a binary conv would make every sign +1
     student.relu1, student.relu2 = nn.Identity(), nn.Identity()
     quantize(student, BinaryConfig())
-    _kd(teacher, student, budget.binary_epochs, 2e-3, keep_masks=False)
+    distill_finetune(teacher, student, epochs=budget.binary_epochs, lr=2e-3)
     use_binary_kernels(student.eval())
     return student
 
 
+INT8_NAME = "int8 static (KL)"
+CHANNELS_NAME = "channels 50% L1 + KD, int8"
 # name, builder, what runs the GEMMs
 COMPRESSIONS = (
-    ("int8 static (KL)", compress_int8,
-     "lowbit gemm_int8 (export, requantization fused between layers)"),
+    (INT8_NAME, compress_int8, "lowbit gemm_int8 (export, requantization fused between layers)"),
     ("int4 weight-only g32", compress_int4, "lowbit gemm_w4a16 (export; conv1, K=9, in float)"),
     ("2:4 + KD, int8", compress_nm24,
      "lowbit gemm_sparse24 (export(sparse24=True); conv1, K=9, dense int8)"),
-    ("channels 50% L1 + KD", compress_channels, "torch fp32 (smaller dense model)"),
+    (CHANNELS_NAME, compress_channels,
+     "lowbit gemm_int8 (export as int8 static (KL); the smaller dense model)"),
     ("binary XNOR + KD", compress_binary,
      "lowbit gemm_binary (conv2, conv3; ReLU1/2 removed, XNOR-Net BN -> sign -> conv)"),
 )
@@ -290,10 +300,40 @@ def step_compress(ctx: RunContext) -> StepResult:
               f"binary. Weight compression: fp32 bytes over the model's stored bytes "
               f"(profile(); exported layers count their packed kernel buffers). Shared "
               f"machine: latencies are indicative.")))
+    by_name = {v.name: v for v in ctx.variants}
+    if CHANNELS_NAME in by_name and INT8_NAME in by_name:
+        res.tables.append(pruned_on_kernels(by_name[CHANNELS_NAME], by_name[INT8_NAME],
+                                            base.accuracy, ctx.budget.latency_repeats))
     if errors:
         res.status = FAILED
         res.error = "; ".join(errors)
     return res
+
+
+def pruned_on_kernels(pruned: Variant, dense: Variant, fp32_accuracy: float,
+                      repeats: int) -> Table:
+    """The channel-pruned model against the dense one, both exported the same way, on
+    lowbit's kernels at ``PRUNED_LATENCY_BATCHES`` (``median_latencies``: interleaved, one
+    thread); the note gives accuracies and the MACs share."""
+    from lowbit.compress import load_digits_split, profile
+
+    x = load_digits_split().x_test
+    rows = []
+    for b in PRUNED_LATENCY_BATCHES:
+        t_p, t_d = median_latencies([pruned.model, dense.model], x[:b], repeats)
+        rows.append((b, t_p * 1e3, t_d * 1e3, t_d / t_p))
+    macs_p, macs_d = (profile(v.model, x[:1]).macs for v in (pruned, dense))
+    return Table(
+        "compress_pruned_kernels",
+        f"Structured pruning on lowbit's kernels: {pruned.name} vs {dense.name}",
+        ("batch", "pruned ms", "dense ms", "dense / pruned"), rows,
+        note=(f"Both models quantized by the same recipe ({INT8_RECIPE}, KL calibration on the "
+              f"same 256 images) and exported to gemm_int8; median of {repeats} interleaved "
+              f"runs per batch, one thread (torch and lowbit). MACs per image: pruned "
+              f"{macs_p:,d} = {macs_p / macs_d:.1%} of dense {macs_d:,d}. Test accuracy: "
+              f"pruned {pruned.accuracy:.2%}, dense int8 {dense.accuracy:.2%}, fp32 "
+              f"{fp32_accuracy:.2%} (drop {100 * (fp32_accuracy - pruned.accuracy):.2f} pt). "
+              f"Shared machine: latencies are indicative."))
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,6 +571,7 @@ def run_pipeline(out: str | Path, *, quick: bool = False, progress: Progress | N
 
 
 __all__ = ["Budget", "FULL", "QUICK", "RunContext", "RunResult", "Variant", "STEPS",
-           "median_latency", "plot_accuracy_latency", "run_pipeline", "run_step",
+           "median_latency", "median_latencies", "plot_accuracy_latency", "pruned_on_kernels",
+           "thread_count", "run_pipeline", "run_step",
            "step_baseline", "step_compress", "step_bench", "step_simulate", "step_roofline",
            "OK", "FAILED"]

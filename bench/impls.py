@@ -21,10 +21,11 @@ from lowbit.kernels import (REGISTRY, dispatch_info, gemm_binary, gemm_int8, gem
                             gemm_w4a8, gemm_w4a16, pack_binary_activations, pack_weights,
                             prune_24, ref)
 from lowbit.kernels.gemm_int4 import bf16_to_f32
+from lowbit.kernels.peak import read_bandwidth_buffer, run_read
 from lowbit.kernels.registry import ISA_RANK
 
-from .config import (BINARY_OP, GEMM_OP, SPARSE24_OP, SPMM_CSR_OP, W4_GROUP_SIZE, W4A8_OP,
-                     W4A16_OP)
+from .config import (BINARY_OP, GEMM_OP, SPARSE24_OP, SPMM_CSR_OP, STREAM_READ, W4_GROUP_SIZE,
+                     W4A8_OP, W4A16_OP)
 
 SEED = 20240601
 
@@ -394,12 +395,31 @@ def _w4_numpy_fp32(p: W4Problem):
     return lambda: x @ w
 
 
+def _w4_stream_read(op: str):
+    """A read of as many bytes as ``op``'s kernels move at this shape, by both cores
+    (``run_read``), from a buffer of its own: the speed of light of that footprint wherever
+    it lives (L3 for 4096 x 4096, DRAM for the weights larger than the L3). Timed in the same
+    pass as the kernels, so a bandwidth that drifts during a session (this VM's read rate
+    moved between about 35 and 70 GB/s from one run to the next) moves both alike."""
+    def prepare(p: W4Problem):
+        _, nbytes = REGISTRY.lookup(op, "f32" if op == W4A16_OP else "s8", "int4",
+                                    "ref").cost(p.m, p.n, p.k)
+        buf = read_bandwidth_buffer(-(-nbytes // 256) * 256)
+        run_read(buf)
+        return lambda: run_read(buf)
+    return prepare
+
+
 def w4_impls(op: str) -> list[Impl]:
     """Every ``op`` variant usable here except the NumPy ref (``_w4_lowbit_variants``),
     then the baselines: torch's int4 weight-only kernel,
-    lowbit's own int8 GEMM (its best variant; the int4 values as int8 weights) and NumPy
-    fp32 on the dequantized weights."""
+    lowbit's own int8 GEMM (its best variant; the int4 values as int8 weights), NumPy
+    fp32 on the dequantized weights, and ``stream_read`` (``_w4_stream_read``), the
+    bandwidth ceiling of the DRAM target."""
+    read_cost = REGISTRY.lookup(op, "f32" if op == W4A16_OP else "s8", "int4", "ref").cost
     return _w4_lowbit_variants(op) + [
+        Impl(STREAM_READ, "baseline", "stream", "bytes", _w4_stream_read(op),
+             lambda m, n, k: (0, read_cost(m, n, k)[1]), op),
         Impl("torch_int4_woq", "baseline", "torch", "int4", _torch_int4_woq,
              REGISTRY.lookup(W4A16_OP, "bf16", "int4", "ref").cost, op),
         Impl("lowbit_int8", "baseline", dispatch_info()[GEMM_OP]["selected"], "int8",
@@ -521,7 +541,8 @@ def pass_order(op: str = GEMM_OP) -> list[Impl]:
     fallbacks last: what the speed targets compare runs within about a second in every pass.
     """
     impls = all_impls(op)
-    rank = {"lowbit": 0, "int4": 1, "int8": 1, "dense_int8": 1, "fp32": 2, "scalar": 3}
+    rank = {"lowbit": 0, "bytes": 1, "int4": 1, "int8": 1, "dense_int8": 1, "fp32": 2,
+            "scalar": 3}
 
     def key(item):
         i, impl = item

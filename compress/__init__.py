@@ -54,8 +54,8 @@ from .binary import (BinaryConfig, BinaryConv2d, BinaryLinear, BinaryTrace, sign
                      use_binary_kernels)
 from .distill import (DistillConfig, DistillResult, distill, fitnets_loss, hinton_loss,
                       rkd_angle_loss, rkd_distance_loss)
-from .lora import (LoRAConfig, LoRALinear, LoRAShare, apply_lora, lora_parameters, merge_lora,
-                   trainable_share)
+from .lora import (LoRAConfig, LoRAConv2d, LoRALinear, LoRAShare, apply_lora, lora_parameters,
+                   merge_lora, trainable_share)
 from .lowrank import LowRankConfig, LowRankConv2d, LowRankLinear, factorize, low_rank_layers
 
 # Data, built-in models, training loops, metrics and workload export.
@@ -68,6 +68,8 @@ from .training import Callback, TrainResult, TrainState, deterministic, evaluate
 from .workload import to_workload
 from .zoo import Pretrained, TrainRecipe, get_model, load_pretrained, model_names
 from .recipes import RECIPES, TARGET_DROP_PT, Compressed, compress_builtin, recipe_config
+from .recipes import (KD_EPOCHS, PipelineResult, PipelineStep, Stage, compress_pipeline,
+                      distill_finetune, parse_pipeline)
 
 __all__ = [
     "ActQuant", "BitAssignment", "CALIBRATORS", "Calibrator", "EMAMinMaxCalibrator",
@@ -92,7 +94,7 @@ __all__ = [
     "iterative_prune", "masked_layers", "nm_mask", "prune", "pruning_sensitivity",
     "register_prune_handler", "trace_channels",
     "BinaryConfig", "BinaryConv2d", "BinaryLinear", "BinaryTrace", "DistillConfig",
-    "DistillResult", "LoRAConfig", "LoRALinear", "LoRAShare", "LowRankConfig", "LowRankConv2d",
+    "DistillResult", "LoRAConfig", "LoRAConv2d", "LoRALinear", "LoRAShare", "LowRankConfig", "LowRankConv2d",
     "LowRankLinear", "apply_lora", "distill", "factorize", "fitnets_loss", "hinton_loss",
     "lora_parameters", "low_rank_layers", "merge_lora", "rkd_angle_loss", "rkd_distance_loss",
     "sign_ste", "trainable_share", "use_binary_kernels",
@@ -100,4 +102,6 @@ __all__ = [
     "export_summary", "fuse_requantization", "kernel_module",
     "CHECKPOINT_VERSION", "checkpoint_info", "load", "save",
     "Compressed", "RECIPES", "TARGET_DROP_PT", "compress_builtin", "recipe_config",
+    "KD_EPOCHS", "PipelineResult", "PipelineStep", "Stage", "compress_pipeline",
+    "distill_finetune", "parse_pipeline",
 ]

@@ -6,21 +6,28 @@ frozen layer W0 gets a trainable low-rank update,
     y = W0 x + (alpha / r) * B A dropout(x),     A [r, K], B [N, r]
 
 A starts Kaiming-uniform and B at zero, so the adapted model starts exactly as the base. With
-a quantized base (a weight-only int4 ``QuantLinear`` in the kernels' format, or any other
-``QuantLinear``) this is QLoRA's recipe (Dettmers et al., "QLoRA", NeurIPS 2023): the base
-stays in its integer format, only the float adapters train, and they learn to correct the
-quantization error on the task's data.
+a quantized base (a weight-only int4 ``QuantLinear`` / ``QuantConv2d`` in the kernels'
+format, or any other quantized layer) this is QLoRA's recipe (Dettmers et al., "QLoRA",
+NeurIPS 2023): the base stays in its integer format, only the float adapters train, and they
+learn to correct the quantization error on the task's data.
+
+Convolutions (``LoRAConv2d``) take the usual LoRA-for-conv form (as in Microsoft's loralib
+``ConvLoRA`` and PEFT's Conv2d LoRA): A is a convolution with the base's kernel size,
+stride, padding, dilation and groups into r channels, B a 1x1 convolution r -> C_out (with
+the base's groups, so the update stays within each group and merges into the base's weight
+shape). B being pointwise and linear, B(A(x)) is the convolution of x with the kernel
+dW[o] = sum_j B[o, j] A[j] (j over o's group), so the merge is exact in real arithmetic.
 
 ``merge_lora`` folds the adapters back:
 
-* float base (nn.Linear): W = W0 + (alpha / r) B A, the same function up to float32 rounding
-  of the sum;
+* float base (nn.Linear / nn.Conv2d): W = W0 + (alpha / r) B A, the same function up to
+  float32 rounding of the sum;
 * quantized base: the update is not representable in the base's integer grid, so merging
   means re-quantizing W = dequant(W0) + (alpha / r) B A into the base's format (``"requantize"``:
-  same bits, group size and activation quantization, new scales); updates smaller than half
-  a quantization step round away, so this can lose part of what the adapter recovered.
-  ``"keep"`` (the default) leaves the adapter unmerged beside the integer base, as QLoRA
-  serves it: one extra rank-r float GEMM per layer.
+  same bits, granularity, int4 layout and activation quantization, new scales); updates
+  smaller than half a quantization step round away, so this can lose part of what the
+  adapter recovered. ``"keep"`` (the default) leaves the adapter unmerged beside the integer
+  base, as QLoRA serves it: one extra rank-r float GEMM (or pair of convolutions) per layer.
 
     >>> from lowbit.compress import LoRAConfig, apply_lora, get_model
     >>> model = apply_lora(get_model("digits-mlp"), LoRAConfig(rank=4, target_modules=("fc*",)))
@@ -36,13 +43,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .qmodules import QuantLinear
+from .qmodules import QuantConv2d, QuantLinear
 from .swap import replace_module
 
-__all__ = ["LoRAConfig", "LoRALinear", "LoRAShare", "apply_lora", "merge_lora",
-           "lora_parameters", "trainable_share", "MERGE_MODES"]
+__all__ = ["LoRAConfig", "LoRAConv2d", "LoRALinear", "LoRAShare", "LORA_LAYERS", "apply_lora",
+           "merge_lora", "lora_parameters", "trainable_share", "MERGE_MODES"]
 
 MERGE_MODES = ("keep", "requantize")
+LINEAR_BASES = (nn.Linear, QuantLinear)
+CONV_BASES = (nn.Conv2d, QuantConv2d)
 
 
 @dataclass(frozen=True)
@@ -50,12 +59,13 @@ class LoRAConfig:
     """LoRA adapters (see the module doc).
 
     Args:
-        rank: r >= 1, the adapter rank (capped at min(N, K) of each layer).
+        rank: r >= 1, the adapter rank (capped at min(N, K) of each layer; a grouped
+            convolution's rank is rounded up to a multiple of its groups).
         alpha: the scale numerator; the update is multiplied by alpha / r.
         dropout: dropout probability on the adapter's input, in [0, 1).
         target_modules: ``fnmatch`` patterns over module names (``named_modules()``), e.g.
-            ``("*.q", "*.v")`` or ``("fc*",)``; a nn.Linear or QuantLinear whose name matches
-            any pattern gets an adapter.
+            ``("*.q", "*.v")`` or ``("conv*", "fc")``; an nn.Linear / QuantLinear or
+            nn.Conv2d / QuantConv2d whose name matches any pattern gets an adapter.
 
     Example:
         >>> LoRAConfig(rank=0)
@@ -85,11 +95,47 @@ class LoRAConfig:
         object.__setattr__(self, "target_modules", tuple(pats))
 
 
-def _features(base: nn.Module) -> tuple[int, int]:
-    return int(base.in_features), int(base.out_features)
+class _LoRALayer(nn.Module):
+    """What LoRALinear and LoRAConv2d share: the frozen base, the scale, the dropout, the
+    forward base(x) + (alpha / r) B(A(dropout(x))) and the merge. Each subclass defines
+    ``delta_weight()`` (the update in the base's weight shape) and ``_float_base(weight)``
+    (a float layer of the base's geometry and bias holding ``weight``)."""
+
+    def _adapt(self, base: nn.Module, rank: int, alpha: float, dropout: float,
+               lora_a: nn.Module, lora_b: nn.Module) -> None:
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.base = base
+        self.rank = rank
+        self.alpha = float(alpha)
+        self.scaling = self.alpha / rank
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = lora_a
+        self.lora_B = lora_b
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+
+    def merged(self, mode: str = "keep") -> nn.Module:
+        """The base with the update folded in (module doc): a float layer for a float base;
+        for a quantized base, ``mode="requantize"`` gives a quantized layer of the same
+        format and ``"keep"`` returns this module unchanged."""
+        if mode not in MERGE_MODES:
+            raise ValueError(f"mode: must be one of {', '.join(map(repr, MERGE_MODES))}, got "
+                             f"{mode!r}")
+        base = self.base
+        with torch.no_grad():
+            if not isinstance(base, (QuantLinear, QuantConv2d)):
+                return self._float_base(base.weight + self.delta_weight())
+            if mode == "keep":
+                return self
+            return _requantize(base, self._float_base(base.dequantized_weight()
+                                                      + self.delta_weight()))
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(_LoRALayer):
     """A frozen linear ``base`` (nn.Linear or QuantLinear) plus (alpha / r) B A dropout(x).
 
     ``lora_A`` = Linear(K, r, bias=False) (Kaiming-uniform), ``lora_B`` = Linear(r, N,
@@ -105,99 +151,143 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0
                  ) -> None:
         super().__init__()
-        if not isinstance(base, (nn.Linear, QuantLinear)):
+        if not isinstance(base, LINEAR_BASES):
             raise TypeError(f"base: must be nn.Linear or QuantLinear, got {type(base).__name__}")
-        k, n = _features(base)
+        k, n = int(base.in_features), int(base.out_features)
         rank = min(rank, k, n)
-        for p in base.parameters():
-            p.requires_grad_(False)
-        self.base = base
-        self.rank = rank
-        self.alpha = float(alpha)
-        self.scaling = self.alpha / rank
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A = nn.Linear(k, rank, bias=False)
-        self.lora_B = nn.Linear(rank, n, bias=False)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x))) * self.scaling
+        self._adapt(base, rank, alpha, dropout, nn.Linear(k, rank, bias=False),
+                    nn.Linear(rank, n, bias=False))
 
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) B A, the [N, K] update this adapter adds."""
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
 
-    def merged(self, mode: str = "keep") -> nn.Module:
-        """The base with the update folded in (module doc): an nn.Linear for a float base; for
-        a QuantLinear base, ``mode="requantize"`` gives a QuantLinear of the same format and
-        ``"keep"`` returns this module unchanged."""
-        if mode not in MERGE_MODES:
-            raise ValueError(f"mode: must be one of {', '.join(map(repr, MERGE_MODES))}, got "
-                             f"{mode!r}")
+    def _float_base(self, weight: torch.Tensor) -> nn.Linear:
         base = self.base
-        with torch.no_grad():
-            if isinstance(base, nn.Linear):
-                out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
-                out.weight.copy_(base.weight + self.delta_weight())
-                if base.bias is not None:
-                    out.bias.copy_(base.bias)
-                return out
-            if mode == "keep":
-                return self
-            return _requantize(base, base.dequantized_weight() + self.delta_weight())
-
-
-def _requantize(base: QuantLinear, weight: torch.Tensor) -> QuantLinear:
-    """A QuantLinear of ``base``'s format (bits, granularity, int4 layout, activations) for
-    the float ``weight``."""
-    lin = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(weight)
+        out = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+        out.weight.copy_(weight)
         if base.bias is not None:
-            lin.bias.copy_(base.bias)
+            out.bias.copy_(base.bias)
+        return out
+
+
+def _conv_geometry(base: nn.Module) -> dict:
+    """in / out channels, kernel, stride, padding, dilation, groups, padding mode of an
+    nn.Conv2d or a QuantConv2d (groups 1, zero padding)."""
+    if isinstance(base, QuantConv2d):
+        n, c, kh, kw = base.weight_q.shape
+        return {"in_channels": c, "out_channels": n, "kernel_size": (kh, kw),
+                "stride": base.stride, "padding": base.padding, "dilation": base.dilation,
+                "groups": 1, "padding_mode": "zeros"}
+    return {"in_channels": base.in_channels, "out_channels": base.out_channels,
+            "kernel_size": base.kernel_size, "stride": base.stride, "padding": base.padding,
+            "dilation": base.dilation, "groups": base.groups, "padding_mode": base.padding_mode}
+
+
+class LoRAConv2d(_LoRALayer):
+    """A frozen convolution ``base`` (nn.Conv2d or QuantConv2d) plus (alpha / r) B(A(dropout(x))).
+
+    ``lora_A`` = Conv2d(C_in, r) with the base's kernel size, stride, padding, dilation,
+    groups and padding mode (Kaiming-uniform), ``lora_B`` = 1x1 Conv2d(r, C_out) with the
+    base's groups (zeros); both without bias. r = min(rank, C_out, C_in / groups * kh * kw)
+    per group times the groups (rank rounded up to a multiple of the groups).
+    ``delta_weight()`` is the equivalent kernel dW[o] = (alpha / r) sum_j B[o, j] A[j].
+
+    Example:
+        >>> conv = LoRAConv2d(nn.Conv2d(3, 8, 3, padding=1), rank=4, alpha=8.0)
+        >>> conv.lora_A
+        Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)
+        >>> conv.lora_B
+        Conv2d(4, 8, kernel_size=(1, 1), stride=(1, 1), bias=False)
+    """
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0
+                 ) -> None:
+        super().__init__()
+        if not isinstance(base, CONV_BASES):
+            raise TypeError(f"base: must be nn.Conv2d or QuantConv2d, got {type(base).__name__}")
+        geo = _conv_geometry(base)
+        g = geo["groups"]
+        k = geo["in_channels"] // g * math.prod(geo["kernel_size"])
+        rank = g * min(-(-rank // g), geo["out_channels"] // g, k)
+        self._geometry = geo
+        lora_a = nn.Conv2d(geo["in_channels"], rank, geo["kernel_size"], geo["stride"],
+                           geo["padding"], geo["dilation"], g, bias=False,
+                           padding_mode=geo["padding_mode"])
+        lora_b = nn.Conv2d(rank, geo["out_channels"], 1, groups=g, bias=False)
+        self._adapt(base, rank, alpha, dropout, lora_a, lora_b)
+
+    def delta_weight(self) -> torch.Tensor:
+        """(alpha / r) B A as a kernel [C_out, C_in / groups, kh, kw] (per group: B_g A_g)."""
+        g = self._geometry["groups"]
+        a = self.lora_A.weight                                # [r, C_in / g, kh, kw]
+        b = self.lora_B.weight.reshape(g, -1, self.rank // g)  # [g, C_out / g, r / g]
+        a_g = a.reshape(g, self.rank // g, -1)                # [g, r / g, C_in / g * kh * kw]
+        return (b @ a_g).reshape(-1, *a.shape[1:]) * self.scaling
+
+    def _float_base(self, weight: torch.Tensor) -> nn.Conv2d:
+        geo = self._geometry
+        bias = self.base.bias
+        out = nn.Conv2d(**geo, bias=bias is not None)
+        out.weight.copy_(weight)
+        if bias is not None:
+            out.bias.copy_(bias)
+        return out
+
+
+LORA_LAYERS = (LoRALinear, LoRAConv2d)
+
+
+def _requantize(base: QuantLinear | QuantConv2d, layer: nn.Module) -> nn.Module:
+    """The float ``layer`` quantized into ``base``'s format (bits, granularity, int4 layout,
+    activations)."""
+    cls = type(base)
     if base.weight_format == "int4":
-        return QuantLinear.from_float_int4(lin, base.weight_spec.granularity.size)
+        return cls.from_float_int4(layer, base.weight_spec.granularity.size)
     act = base.act
     static = act is not None and act.mode == "static"
-    return QuantLinear.from_float(lin, base.weight_spec, act=act,
-                                  act_scale=base.act_scale if static else None,
-                                  act_zero_point=int(base.act_zero_point) if static else 0)
+    return cls.from_float(layer, base.weight_spec, act=act,
+                          act_scale=base.act_scale if static else None,
+                          act_zero_point=int(base.act_zero_point) if static else 0)
 
 
 def apply_lora(model: nn.Module, config: LoRAConfig) -> nn.Module:
-    """Freeze every parameter of ``model`` and wrap each targeted linear layer in a
-    ``LoRALinear``; in place. Only the adapters train afterwards.
+    """Freeze every parameter of ``model`` and wrap each targeted layer in a ``LoRALinear``
+    (nn.Linear, QuantLinear) or ``LoRAConv2d`` (nn.Conv2d, QuantConv2d); in place. Only the
+    adapters train afterwards.
 
-    y = W0 x + (alpha / r) B A dropout(x) on every nn.Linear / QuantLinear whose name matches
+    y = W0 x + (alpha / r) B A dropout(x) on every such layer whose name matches
     ``config.target_modules`` (Hu et al. 2022; QLoRA, Dettmers et al. 2023, on a quantized
     base).
 
     Returns the model. Example:
-        >>> m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
-        >>> type(apply_lora(m, LoRAConfig(rank=2, target_modules=("0",)))[0]).__name__
-        'LoRALinear'
+        >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+        >>> m = apply_lora(m, LoRAConfig(rank=2, target_modules=("0", "2")))
+        >>> [type(layer).__name__ for layer in m]
+        ['LoRAConv2d', 'Flatten', 'LoRALinear']
     """
     if not isinstance(config, LoRAConfig):
         raise TypeError(f"config: must be a LoRAConfig, got {type(config).__name__}")
-    adapted = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, LoRALinear))
-    linears = [(n, m) for n, m in model.named_modules()  # not inside an existing adapter
-               if n and isinstance(m, (nn.Linear, QuantLinear)) and not n.startswith(adapted)]
-    chosen = [(n, m) for n, m in linears
+    adapted = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, LORA_LAYERS))
+    layers = [(n, m) for n, m in model.named_modules()  # not inside an existing adapter
+              if n and isinstance(m, (*LINEAR_BASES, *CONV_BASES)) and not n.startswith(adapted)]
+    chosen = [(n, m) for n, m in layers
               if any(fnmatch.fnmatchcase(n, p) for p in config.target_modules)]
     if not chosen:
-        names = ", ".join(n for n, _ in linears) or "none"
+        names = ", ".join(n for n, _ in layers) or "none"
         raise ValueError(f"target_modules: {config.target_modules!r} match no nn.Linear / "
-                         f"QuantLinear; the model's linear layers: {names}")
+                         f"QuantLinear / nn.Conv2d / QuantConv2d; the model's layers: {names}")
     for p in model.parameters():
         p.requires_grad_(False)
     for name, mod in chosen:
-        replace_module(model, name, LoRALinear(mod, config.rank, config.alpha, config.dropout))
+        cls = LoRALinear if isinstance(mod, LINEAR_BASES) else LoRAConv2d
+        replace_module(model, name, cls(mod, config.rank, config.alpha, config.dropout))
     return model
 
 
 def merge_lora(model: nn.Module, *, quantized: str = "keep") -> nn.Module:
-    """Replace every ``LoRALinear`` by its merged layer; in place (see ``LoRALinear.merged``).
+    """Replace every ``LoRALinear`` / ``LoRAConv2d`` by its merged layer; in place (see
+    ``merged``).
 
     Float bases merge exactly (W0 + (alpha / r) B A); quantized bases follow ``quantized``:
     "keep" leaves the adapter unmerged, "requantize" re-quantizes the merged weights into
@@ -206,9 +296,10 @@ def merge_lora(model: nn.Module, *, quantized: str = "keep") -> nn.Module:
     if quantized not in MERGE_MODES:
         raise ValueError(f"quantized: must be one of {', '.join(map(repr, MERGE_MODES))}, got "
                          f"{quantized!r}")
-    names = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
+    names = [n for n, m in model.named_modules() if isinstance(m, LORA_LAYERS)]
     if not names:
-        raise ValueError("merge_lora: the model has no LoRALinear; apply_lora first")
+        raise ValueError("merge_lora: the model has no LoRALinear / LoRAConv2d; apply_lora "
+                         "first")
     for name in names:
         layer = model.get_submodule(name)
         merged = layer.merged(quantized)
@@ -218,8 +309,8 @@ def merge_lora(model: nn.Module, *, quantized: str = "keep") -> nn.Module:
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The adapter parameters (lora_A, lora_B) of every LoRALinear in ``model``."""
-    return [p for m in model.modules() if isinstance(m, LoRALinear)
+    """The adapter parameters (lora_A, lora_B) of every LoRA layer in ``model``."""
+    return [p for m in model.modules() if isinstance(m, LORA_LAYERS)
             for p in (m.lora_A.weight, m.lora_B.weight)]
 
 

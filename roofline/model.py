@@ -235,13 +235,37 @@ def _simulated_utilization(workload: Workload, device: Device, bits: Sequence[_L
     return out
 
 
+def _given_utilization(workload: Workload, device: Device,
+                       simulated: Mapping[str, float]) -> dict[str, tuple[float, str]]:
+    """``simulated`` (layer name -> the simulator's compute utilization) checked against the
+    workload; layers it leaves out (infeasible ones) fall back as without a simulation."""
+    if device.npu is None:
+        raise ValueError(f"simulated: {device.name} is not an NPU profile; only the "
+                         f"simulator's profiles have a simulated utilization")
+    names = {layer.name for layer in workload.layers}
+    unknown = sorted(set(simulated) - names)
+    if unknown:
+        raise ValueError(f"simulated: layers {unknown[:3]} are not in workload "
+                         f"{workload.name!r}")
+    out = {}
+    for name, u in simulated.items():
+        if not 0.0 <= u <= 1.0:
+            raise ValueError(f"simulated: utilization of {name!r} is {u}, not in [0, 1]")
+        if u > 0:
+            out[name] = (float(u), "simulator")
+    return out
+
+
 def analyze_layers(workload: Workload, device: Device, precision: Precision | None, *,
                    llm: bool = False, sparse: bool = False, efficiency: float | None = None,
-                   dataflow: str | None = None) -> tuple[tuple[LayerRoofline, ...], Totals]:
+                   dataflow: str | None = None, simulated: Mapping[str, float] | None = None
+                   ) -> tuple[tuple[LayerRoofline, ...], Totals]:
     """The per-layer records and totals of ``workload`` on ``device`` (see ``analyze``)."""
     bits = [_layer_bits(layer, precision, llm, sparse) for layer in workload.layers]
     sim_u: dict[str, tuple[float, str]] = {}
-    if efficiency is None and device.npu is not None:
+    if efficiency is None and simulated is not None:
+        sim_u = _given_utilization(workload, device, simulated)
+    elif efficiency is None and device.npu is not None:
         sim_u = _simulated_utilization(workload, device, bits, dataflow)
     levels = device.memory
     records = []
@@ -300,7 +324,8 @@ def _totals(records: Sequence[LayerRoofline], levels) -> Totals:
 
 def analyze(workload, profile, precision: str | Precision | None = None, *,
             sparse: bool = False, efficiency: float | None = None,
-            dataflow: str | None = None, **llm_params) -> RooflineResult:
+            dataflow: str | None = None, simulated: Mapping[str, float] | None = None,
+            **llm_params) -> RooflineResult:
     """Roofline analysis of a workload on a device: per-layer bound, latency, energy.
 
     L = W / (P * U) per layer, with P the attainable performance (the compute ceiling or a
@@ -319,6 +344,10 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
         sparse: run every weight GEMM 2:4-sparse (2:4 layers always are).
         efficiency: force U for every layer (overrides simulator and profile).
         dataflow: the simulator dataflow for NPU profiles (default: the profile's first).
+        simulated: for NPU profiles, per-layer U (layer name -> compute utilization) from a
+            ``simulate`` run the caller already made of this workload at these bit widths,
+            dataflow and the default convention: skips the roofline's own simulation (a
+            sweep simulates every point anyway). Layers left out take the profile default.
         **llm_params: for LLM workloads, ``batch`` (default 1), ``context`` (decode: KV
             length, default 2048) and ``prompt_len`` (prefill, default 512).
 
@@ -339,6 +368,8 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
 
     device = get_device(profile)
     if isinstance(workload, str) and llm_mod.is_llm_name(workload):
+        if simulated is not None:
+            raise TypeError("simulated: applies to layer workloads, not LLM workloads")
         return llm_mod.analyze_llm(workload, device, precision, sparse=sparse,
                                    efficiency=efficiency, dataflow=dataflow, **llm_params)
     if llm_params:
@@ -347,5 +378,5 @@ def analyze(workload, profile, precision: str | Precision | None = None, *,
     wl = as_workload(workload)
     prec = None if precision is None else parse_precision(precision)
     layers, total = analyze_layers(wl, device, prec, sparse=sparse, efficiency=efficiency,
-                                   dataflow=dataflow)
+                                   dataflow=dataflow, simulated=simulated)
     return RooflineResult(wl.name, device, prec.name if prec else "per-layer", layers, total)

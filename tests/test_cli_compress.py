@@ -51,6 +51,11 @@ def test_int4_notes_the_float_layer(capsys):
     (["--config", "int4-weight-only", "--group-size", "48"], "group_size"),
     (["--model", "resnet18", "--config", "int8-dynamic"], "model"),
     (["--config", "int8-dynamic", "--repeats", "0"], "--repeats"),
+    (["--config", "prune-l1:0.5,int8-static", "--save", "x.lowbit"], "--save"),
+    (["--config", "prune-l9:0.5,int8-static"], "config"),
+    (["--config", "int8-static,distill"], "config"),
+    (["--config", "int8-static", "--kd-epochs", "2"], "--kd-epochs"),
+    (["--config", "distill", "--kd-epochs", "0"], "--kd-epochs"),
 ])
 def test_errors_are_one_line(argv, message, capsys):
     assert main(["compress", *argv]) == 1
@@ -63,3 +68,31 @@ def test_load_rejects_an_unknown_version(tmp_path, capsys):
     assert main(["compress", "--load", str(tmp_path / "future.lowbit")]) == 1
     err = capsys.readouterr().err
     assert f"format version 99; this lowbit reads version {CHECKPOINT_VERSION} only" in err
+
+
+def test_pipeline_prints_each_step_and_the_pruned_model_on_the_kernels(capsys):
+    """`lowbit compress --config prune-l1:0.5,distill,int8-static`: a row per step (the last
+    on lowbit's kernels, its simulation equal), then the exported pruned model against the
+    dense model exported the same way at batches 1, 64 and 450, and the targets line."""
+    from lowbit.run_pipeline import PRUNED_LATENCY_BATCHES
+
+    assert main(["compress", "--model", "digits-cnn", "--config",
+                 "prune-l1:0.5,distill,int8-static", "--kd-epochs", "1", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline prune-l1:0.5 -> distill -> int8-static" in out and "1 thread" in out
+    rows = {m.group(1): m for m in re.finditer(
+        r"^(fp32|prune-l1:0.5|distill|int8-static) +(torch fp32|lowbit kernels) +([\d.]+)% +"
+        r"(-?[\d.]+) +([\d,]+) +([\d,]+) +([\d,]+) +([\d.]+)% +([\d.]+)(.*)$", out, re.M)}
+    assert list(rows) == ["fp32", "prune-l1:0.5", "distill", "int8-static"], out
+    assert [rows[k].group(2) for k in rows] == ["torch fp32"] * 3 + ["lowbit kernels"]
+    assert rows["fp32"].group(7) == "905,728" and rows["int8-static"].group(8) == "25.6"
+    final = rows["int8-static"]
+    assert f"simulation {final.group(3)}%" in final.group(10)
+    assert "conv2  lowbit   int8" in out
+    batches = re.findall(r"^ +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)x$", out, re.M)
+    assert [int(b[0]) for b in batches] == list(PRUNED_LATENCY_BATCHES)
+    assert "against dense int8-static (the dense digits-cnn through the same recipe" in out
+    assert re.search(r"MACs per image: pruned [\d,]+ = 25\.6% of dense 905,728", out)
+    assert re.search(r"issue 8's structured-pruning targets: drop -?[\d.]+ pt <= 2.0 pt: "
+                     r"(met|MISSED); MACs 25.6% <= 55%: met; kernel latency below the dense "
+                     r"model's at batch 1: (yes|no), 64: (yes|no), 450: (yes|no)", out)

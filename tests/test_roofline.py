@@ -235,6 +235,28 @@ def test_roofline_latency_never_exceeds_simulator(profile):
         assert r.latency_s <= s.latency_s * (1 + 1e-12), (profile, r.layer, r.latency_s, s.latency_s)
 
 
+@pytest.mark.parametrize("profile", ["edge-npu-32x32", "tpu-v1"])
+def test_a_given_simulation_gives_the_same_records_as_the_roofline_own(profile):
+    sim = simulate(BOUND_LAYERS, profile, dataflow="ws")
+    given = {s.layer: s.compute_utilization for s in sim.layers}
+    assert analyze(BOUND_LAYERS, profile, dataflow="ws", simulated=given).layers == \
+        analyze(BOUND_LAYERS, profile, dataflow="ws").layers
+
+
+def test_a_given_simulation_is_checked():
+    with pytest.raises(ValueError, match=r"simulated: layers \['nope'\]"):
+        analyze(BOUND_LAYERS, "edge-npu-32x32", simulated={"nope": 0.5})
+    with pytest.raises(ValueError, match="not in \\[0, 1\\]"):
+        analyze(BOUND_LAYERS, "edge-npu-32x32", simulated={"square": 1.5})
+    with pytest.raises(ValueError, match="not an NPU profile"):
+        analyze(BOUND_LAYERS, "h100-sxm", simulated={"square": 0.5})
+    with pytest.raises(TypeError, match="not LLM workloads"):
+        analyze("llama2-7b-decode", "edge-npu-32x32", simulated={})
+    # a layer left out (infeasible, or zero) takes the profile default, as without a simulation
+    r = analyze(BOUND_LAYERS, "edge-npu-32x32", simulated={"square": 0.0})
+    assert {x.efficiency_source for x in r.layers} == {"default"}
+
+
 # ------------------------------------------------------------------------------------------
 # Precisions and LLM mode
 # ------------------------------------------------------------------------------------------

@@ -61,6 +61,32 @@ def test_median_latency_restores_threads_and_rejects_zero_repeats():
         rp.median_latency(nn.Linear(4, 2), torch.zeros(3, 4), 0)
 
 
+class _Recorder(nn.Module):
+    """Appends (its name, torch threads) to ``log`` on every call."""
+
+    def __init__(self, name, log):
+        super().__init__()
+        self.name, self.log = name, log
+
+    def forward(self, x):
+        self.log.append((self.name, torch.get_num_threads()))
+        return x
+
+
+def test_median_latencies_interleave_models_on_the_given_threads():
+    log = []
+    a, b = _Recorder("a", log), _Recorder("b", log)
+    assert all(t > 0 for t in rp.median_latencies([a, b], torch.zeros(2), 3))
+    assert [n for n, _ in log] == ["a", "b"] * 4          # one warm-up each, then rounds
+    assert {t for _, t in log} == {1}
+    log.clear()
+    before = torch.get_num_threads()
+    rp.median_latencies([a], torch.zeros(2), 2, threads=None)
+    assert {t for _, t in log} == {before} == {torch.get_num_threads()}
+    with pytest.raises(ValueError, match="repeats"):
+        rp.median_latencies([a, b], torch.zeros(2), 0)
+
+
 # -------------------------------------------------------------------------------- steps
 def test_step_baseline_measures_the_trained_cnn(baseline_ctx):
     ctx, res = baseline_ctx
@@ -72,7 +98,7 @@ def test_step_baseline_measures_the_trained_cnn(baseline_ctx):
 @pytest.mark.filterwarnings("ignore:.*K not a multiple of:RuntimeWarning")  # conv1: K = 9
 @pytest.mark.parametrize("build, kind", [
     (rp.compress_int8, "LowbitConv2d"), (rp.compress_int4, "LowbitConv2d"),
-    (rp.compress_nm24, "LowbitConv2d"), (rp.compress_channels, "Conv2d"),
+    (rp.compress_nm24, "LowbitConv2d"), (rp.compress_channels, "LowbitConv2d"),
     (rp.compress_binary, "BinaryConv2d")])
 def test_each_compression_keeps_the_teacher_and_classifies(baseline_ctx, build, kind):
     from lowbit.compress import digits_loaders, evaluate
@@ -88,6 +114,26 @@ def test_each_compression_keeps_the_teacher_and_classifies(baseline_ctx, build, 
         assert (storage["format"], storage["sparsity_kind"]) == ("sparse24", "2:4")
     if build is rp.compress_channels:
         assert model.conv2.out_channels == ctx.fp32.conv2.out_channels // 2
+
+
+def test_step_compress_times_the_pruned_model_on_the_kernels(baseline_ctx, monkeypatch):
+    """The channels + KD row runs on lowbit's kernels, and its table against the dense int8
+    model (the same recipe) has one row per batch of PRUNED_LATENCY_BATCHES."""
+    ctx, _ = baseline_ctx
+    monkeypatch.setattr(rp, "COMPRESSIONS", tuple(c for c in rp.COMPRESSIONS if c[0] in
+                                                  (rp.INT8_NAME, rp.CHANNELS_NAME)))
+    monkeypatch.setattr(ctx, "variants", ctx.variants[:1])
+    res = rp.step_compress(ctx)
+    assert res.status == OK, res.error
+    rows = {r[0]: r for r in res.tables[0].rows}
+    assert rows[rp.CHANNELS_NAME][1].startswith("lowbit gemm_int8")
+    pruned = next(v for v in ctx.variants if v.name == rp.CHANNELS_NAME)
+    assert type(pruned.model.conv2).__name__ == "LowbitConv2d"
+    table = res.tables[1]
+    assert table.name == "compress_pruned_kernels"
+    assert [r[0] for r in table.rows] == list(rp.PRUNED_LATENCY_BATCHES)
+    assert all(r[1] > 0 and r[2] > 0 and r[3] == pytest.approx(r[2] / r[1]) for r in table.rows)
+    assert re.search(r"MACs per image: pruned [\d,]+ = 25\.6% of dense 905,728", table.note)
 
 
 def test_step_compress_without_baseline_fails_clearly(tmp_path):
