@@ -335,3 +335,21 @@ def test_sparse24_c_entry_rejects_a_bad_epilogue():
     assert lib.lb_gemm_sparse24_s8(-1, 2, ffi.from_buffer(a), 8, 1, 0, _c_weights(w24),
                                    ffi.NULL, ffi.from_buffer(out), 3) == -1
     assert not out.any()
+
+
+# --- the benchmark group ---------------------------------------------------------------------
+
+def test_bench_group_runs_every_c_variant_with_each_kind():
+    from lowbit.bench import bench_epilogue as be
+
+    assert be.GROUP == "epilogue-4096x32x288"
+    c_isas = [isa for op, isa in KERNELS if op == "gemm_int8" and isa not in ("ref", "numba")]
+    impls = be.epilogue_impls()
+    assert sorted(i.name for i in impls) == sorted(f"lowbit[{isa}]-{kind}" for isa in c_isas
+                                                   for kind in be.KINDS)
+    assert [i.isa for i in impls][-3:] == ["portable"] * 3   # the scalar baseline last
+    problem = be.problem()
+    for impl in impls[:3]:  # prepare checks the output against the reference before timing
+        impl.prepare(problem)()
+    with pytest.raises(AssertionError, match="not benchmarking"):
+        problem.check(np.zeros((problem.m, problem.n), np.int8), "requantize", "zeros")
