@@ -16,7 +16,7 @@ import numpy as np
 
 from lowbit.bench.config import budget_for
 from lowbit.bench.harness import run_group_case
-from lowbit.bench.impls import SEED, Impl, _scalar
+from lowbit.bench.impls import SEED, Impl
 from lowbit.costs import gemm_cost
 from lowbit.kernels import REGISTRY, Dequantize, Requantize, gemm_int8, pack_weights, ref
 from lowbit.kernels.epilogue import prepare
@@ -79,11 +79,11 @@ def _impl(isa: str, kind: str) -> Impl:
 
 def epilogue_impls() -> list[Impl]:
     """Every usable C variant of gemm_int8 (not Numba or the NumPy ref: they apply the
-    epilogue in NumPy after the GEMM) with each epilogue kind, SIMD variants first."""
+    epilogue in NumPy after the GEMM) with each epilogue kind, the portable one last."""
     isas = [k.key.isa for k in REGISTRY.kernels(OP, "s8", "int8", usable=True)
             if k.key.isa not in ("ref", "numba")]
     impls = [_impl(isa, kind) for isa in isas for kind in KINDS]
-    return sorted(impls, key=_scalar)
+    return sorted(impls, key=lambda impl: impl.isa == "portable")  # stable: scalar last
 
 
 def case_id(pass_no: int, impl: Impl) -> str:
