@@ -13,6 +13,7 @@
 #define A_QUAD_BYTES 8
 #define A_SIGNED_OFFSET 0
 #define pack_a_quad pack_a_quad_i16pairs
+#define store_rows lb_store_rows_avx512
 
 static inline __attribute__((always_inline)) void ukernel_rows(const int R, int64_t kq,
                                                                const uint8_t *a, const int8_t *w,

@@ -13,6 +13,7 @@
 #define A_QUAD_BYTES 4
 #define A_SIGNED_OFFSET 128
 #define pack_a_quad pack_a_quad_u8
+#define store_rows lb_store_rows_avx512
 
 /* One body for both A sources: packed tiles (row stride 4, quad stride 4 MR) and rows read
  * in place (row stride lda, quad stride 4), where int8 activations get their sign bit

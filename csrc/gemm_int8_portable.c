@@ -8,6 +8,7 @@
 #define A_QUAD_BYTES 8
 #define A_SIGNED_OFFSET 0
 #define pack_a_quad pack_a_quad_i16pairs
+#define store_rows lb_store_rows_portable
 
 static void ukernel(int mr, int64_t kq, const uint8_t *a, const int8_t *w, int32_t *c) {
     uint32_t *acc = (uint32_t *)c; /* wrap-around accumulation, as the SIMD variants do */

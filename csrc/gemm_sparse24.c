@@ -1,7 +1,8 @@
 /* lb_gemm_sparse24_s8 / lb_gemm_sparse24_f32: the 2:4 sparse GEMM's C entries, its per-ISA
  * choice and the portable frame that calls the per-ISA microkernels (gemm_sparse24_<isa>.c)
  * through a function pointer, BLIS-style: the frame tiles, threads, packs the activations
- * when K has a partial block and writes the output (adding the int8 activation-offset
+ * when K has a partial block and writes the output (int8: through the fused epilogue store
+ * shared with gemm_int8, epilogue_store.h, which also adds the activation-offset
  * correction); a microkernel runs one row tile through one 64-column panel. Contract:
  * lowbit.h (lb_s24_tile).
  *
@@ -46,6 +47,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "epilogue_store.h"
 #include "lowbit.h"
 
 /* Row-tile height and int8 operand type per ISA (portable, avx2, avx512, avx512_vnni);
@@ -59,6 +61,9 @@ static const int S8_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S
                                          LB_S24_MR_AVX512_VNNI};
 static const int F32_MR[LB_ISA_COUNT] = {LB_S24_MR_PORTABLE, LB_S24_MR_AVX2, LB_S24_MR_AVX512, 0};
 static const int S8_OPERAND_UNSIGNED[LB_ISA_COUNT] = {0, 0, 0, 1};
+/* The int8 epilogue store of each ISA (the avx512 one needs no VNNI). */
+static const lb_store_fn S8_STORE[LB_ISA_COUNT] = {lb_store_rows_portable, lb_store_rows_avx2,
+                                                    lb_store_rows_avx512, lb_store_rows_avx512};
 /* Variants whose microkernel can read a panel's gather controls precomputed (lb_s24_tile). */
 typedef void (*lb_s24_controls_fn)(const uint32_t *meta, int64_t blocks, uint8_t *ctl);
 static const lb_s24_controls_fn S8_CONTROLS[LB_ISA_COUNT] = {
@@ -84,13 +89,13 @@ typedef struct {
     lb_s24_ukernel uk;
     lb_s24_controls_fn controls; /* or NULL */
     int mr;
-    int64_t m, lda, ldo, blocks, tiles;
+    int64_t m, lda, blocks, tiles;
     size_t elem;            /* bytes per activation: 1 (int8) or 4 (float32) */
     const uint8_t *a;
     uint8_t flip;           /* int8: 0x80 or 0, XORed into every byte (packing or in place) */
     const lb_s24_weights *w;
-    void *out;
-    const int32_t *corr;    /* int8: [n] added to every result of column j; else NULL */
+    lb_store st;            /* output (and int8: epilogue, corr[n] added to column j) */
+    lb_store_fn store;      /* int8: the epilogue store; float32: NULL (rows copied) */
     uint8_t *apack;         /* tile t at t * mr * 32 * blocks elements; NULL: in place */
     int64_t n_panels, m_chunks, tiles_per_chunk, n_tasks;
     atomic_llong next;
@@ -174,15 +179,12 @@ static void run_task(const s24_ctx *g, int64_t t, void *c, uint8_t **ctl) {
             tl.a_flip = 0x01010101u * g->flip;
         }
         g->uk(&tl);
-        for (int r = 0; r < tl.rows; ++r) {
-            if (g->corr) {
-                const uint32_t *ci = (const uint32_t *)c + LB_S24_NR * r;
-                int32_t *o = (int32_t *)g->out + (row0 + r) * g->ldo + col0;
-                for (int j = 0; j < nr; ++j) o[j] = (int32_t)(ci[j] + (uint32_t)g->corr[col0 + j]);
-            } else {
-                memcpy((float *)g->out + (row0 + r) * g->ldo + col0,
+        if (g->store) {
+            g->store(&g->st, c, tl.rows, row0, col0, nr);
+        } else {
+            for (int r = 0; r < tl.rows; ++r)
+                memcpy((float *)g->st.out + (row0 + r) * g->st.ldo + col0,
                        (const float *)c + LB_S24_NR * r, (size_t)nr * sizeof(float));
-            }
         }
     }
 }
@@ -245,11 +247,13 @@ static int bad_weights(const lb_s24_weights *w, int32_t f32) {
 }
 
 int lb_gemm_sparse24_s8(int isa, int64_t m, const void *a, int64_t lda, int32_t a_signed,
-                        int32_t a_zero_point, const lb_s24_weights *w, int32_t *out,
-                        int64_t ldo) {
+                        int32_t a_zero_point, const lb_s24_weights *w, const lb_epilogue *ep,
+                        void *out, int64_t ldo) {
     if (isa < 0) isa = lb_gemm_sparse24_selected(0);
     if (!lb_gemm_sparse24_supported(isa, 0)) return LB_EISA;
-    if (m < 0 || bad_weights(w, 0) || lda < w->k || ldo < w->n || !a || !out) return LB_EINVAL;
+    if (m < 0 || bad_weights(w, 0) || lda < w->k || ldo < w->n || !a || !out ||
+        !lb_epilogue_ok(ep))
+        return LB_EINVAL;
     if (m == 0) return LB_OK;
     int32_t *corr = lb_aligned_alloc((size_t)w->n * sizeof(int32_t));
     if (!corr) return LB_ENOMEM;
@@ -259,8 +263,10 @@ int lb_gemm_sparse24_s8(int isa, int64_t m, const void *a, int64_t lda, int32_t 
     const uint32_t delta = !flip ? 0u : a_signed ? 128u : (uint32_t)-128;
     const uint32_t offset = delta + (uint32_t)a_zero_point;
     for (int64_t j = 0; j < w->n; ++j) corr[j] = (int32_t)(0u - offset * (uint32_t)w->col_sum[j]);
-    s24_ctx g = {.uk = s8_variants[isa], .controls = S8_CONTROLS[isa], .mr = S8_MR[isa], .m = m, .lda = lda, .ldo = ldo,
-                 .elem = 1, .a = a, .flip = flip ? 0x80 : 0, .w = w, .out = out, .corr = corr};
+    s24_ctx g = {.uk = s8_variants[isa], .controls = S8_CONTROLS[isa], .mr = S8_MR[isa],
+                 .m = m, .lda = lda, .elem = 1, .a = a, .flip = flip ? 0x80 : 0, .w = w,
+                 .st = {.ep = ep, .corr = corr, .out = out, .ldo = ldo},
+                 .store = S8_STORE[isa]};
     int rc = run(&g);
     lb_aligned_free(corr);
     return rc;
@@ -272,7 +278,7 @@ int lb_gemm_sparse24_f32(int isa, int64_t m, const float *x, int64_t ldx,
     if (!lb_gemm_sparse24_supported(isa, 1)) return LB_EISA;
     if (m < 0 || bad_weights(w, 1) || ldx < w->k || ldo < w->n || !x || !out) return LB_EINVAL;
     if (m == 0) return LB_OK;
-    s24_ctx g = {.uk = f32_variants[isa], .mr = F32_MR[isa], .m = m, .lda = ldx, .ldo = ldo,
-                 .elem = 4, .a = (const uint8_t *)x, .w = w, .out = out};
+    s24_ctx g = {.uk = f32_variants[isa], .mr = F32_MR[isa], .m = m, .lda = ldx, .elem = 4,
+                 .a = (const uint8_t *)x, .w = w, .st = {.out = out, .ldo = ldo}};
     return run(&g);
 }

@@ -145,13 +145,14 @@ typedef struct {
     const int32_t *col_sum;    /* int8: [n] sum of column j's kept values; float32: NULL */
 } lb_s24_weights;
 
-/* out[i, j] = sum over groups g, slots t of (a[i, 4g + idx] - a_zero_point) * v[g, t, j],
- * exact in int32 (wrapping). a: int8 (a_signed = 1) or uint8 [M, K], rows lda bytes apart;
- * out: int32, rows ldo apart. isa < 0 runs lb_gemm_sparse24_selected(0).
+/* out[i, j] = epilogue(sum over groups g, slots t of (a[i, 4g + idx] - a_zero_point) *
+ * v[g, t, j]), the sum exact in int32 (wrapping), the epilogue fused as in lb_gemm_int8.
+ * a: int8 (a_signed = 1) or uint8 [M, K], rows lda bytes apart; out: the epilogue's type,
+ * rows ldo elements apart. isa < 0 runs lb_gemm_sparse24_selected(0).
  * Returns 0 or a negative code for arguments the wrapper should have rejected. */
 int lb_gemm_sparse24_s8(int isa, int64_t m, const void *a, int64_t lda, int32_t a_signed,
-                        int32_t a_zero_point, const lb_s24_weights *w, int32_t *out,
-                        int64_t ldo);
+                        int32_t a_zero_point, const lb_s24_weights *w, const lb_epilogue *ep,
+                        void *out, int64_t ldo);
 /* The same for float32 activations x [M, K] (rows ldx apart) and float32 values, summed in
  * float32; out rows ldo apart. isa < 0 runs lb_gemm_sparse24_selected(1). */
 int lb_gemm_sparse24_f32(int isa, int64_t m, const float *x, int64_t ldx,

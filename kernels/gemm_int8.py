@@ -166,31 +166,34 @@ def _ptr(arr: np.ndarray | None, ctype: str):
     return native.ffi.cast(ctype, arr.ctypes.data)  # row-strided views
 
 
+def c_epilogue(ep: Prepared):
+    """The ``lb_epilogue`` struct of a prepared epilogue (csrc/lowbit_api.h). It points into
+    ep's arrays: the caller holds ep until the C call returns."""
+    if ep.kind == 0:
+        return _C_NO_EPILOGUE
+    cep = native.ffi.new("lb_epilogue *")
+    cep.kind = ep.kind
+    if ep.kind == 1:
+        src = ep.source
+        cep.multiplier = _ptr(ep.multiplier, "int32_t *")
+        cep.shift = _ptr(ep.shift, "int32_t *")
+        cep.bias = _ptr(ep.bias, "int32_t *")
+        cep.zero_point, cep.qmin, cep.qmax = src.zero_point, src.qmin, src.qmax
+        cep.out_unsigned = int(ep.out_dtype == np.uint8)
+    else:
+        cep.a_scale = _ptr(ep.a_scale, "float *")
+        cep.w_scale = _ptr(ep.w_scale, "float *")
+        cep.fbias = _ptr(ep.bias, "float *")
+    return cep
+
+
 def _c_impl(isa_id: int):
     def run(a, w, a_zero_point, ep: Prepared, out) -> None:
-        # The epilogue's arrays belong to ep, which the caller holds until the call returns.
-        ffi, lib = native.ffi, native.lib
-        if ep.kind == 0:
-            cep = _C_NO_EPILOGUE
-        else:
-            cep = ffi.new("lb_epilogue *")
-            cep.kind = ep.kind
-        if ep.kind == 1:
-            src = ep.source
-            cep.multiplier = _ptr(ep.multiplier, "int32_t *")
-            cep.shift = _ptr(ep.shift, "int32_t *")
-            cep.bias = _ptr(ep.bias, "int32_t *")
-            cep.zero_point, cep.qmin, cep.qmax = src.zero_point, src.qmin, src.qmax
-            cep.out_unsigned = int(ep.out_dtype == np.uint8)
-        elif ep.kind == 2:
-            cep.a_scale = _ptr(ep.a_scale, "float *")
-            cep.w_scale = _ptr(ep.w_scale, "float *")
-            cep.fbias = _ptr(ep.bias, "float *")
         m, k = a.shape
-        rc = lib.lb_gemm_int8(
+        rc = native.lib.lb_gemm_int8(
             isa_id, m, w.n, k, _ptr(a, "uint8_t *"), _row_pitch(a, k), int(a.dtype == np.int8),
-            a_zero_point, _ptr(w.data, "int8_t *"), _ptr(w.col_sum, "int32_t *"), cep,
-            _ptr(out, "char *"), _row_pitch(out, w.n))
+            a_zero_point, _ptr(w.data, "int8_t *"), _ptr(w.col_sum, "int32_t *"),
+            c_epilogue(ep), _ptr(out, "char *"), _row_pitch(out, w.n))
         if rc == _LB_ENOMEM:
             raise MemoryError("gemm_int8: could not allocate the packed-activation buffer")
         if rc:

@@ -3,8 +3,9 @@
     out[i, j] = sum over groups g, slots t of (a[i, 4g + idx[g, t, j]] - a_zero_point)
                 * v[g, t, j]                                  (formats: format_sparse24)
 
-int8 / uint8 activations with int8 weights: exact int32 (then an optional Requantize /
-Dequantize epilogue); float32 activations with float32 weights: float32. The kernels gather
+int8 / uint8 activations with int8 weights: exact int32, then an optional Requantize /
+Dequantize epilogue fused into the C kernels' store (the one gemm_int8 uses); float32
+activations with float32 weights: float32. The kernels gather
 the activations by the 2-bit indices inside the microkernel (vpshufb for int8, vpermps for
 float32) and never expand the weights to dense. Every argument is checked here, before any
 C call; the C code assumes it was.
@@ -20,15 +21,14 @@ import numpy as np
 from lowbit.costs import gemm_cost
 
 from . import native, ref
-from .epilogue import INT32_MAX, Dequantize, Requantize, prepare
+from .epilogue import INT32_MAX, Dequantize, Prepared, Requantize, prepare
 from .format_sparse24 import SPARSE24_PANELS, PackedSparse24Weights
 from .gemm_int4 import _check_rc
-from .gemm_int8 import _ACT_RANGE, _W_ABS_MAX, _check_out, _ptr, _row_pitch
+from .gemm_int8 import _ACT_RANGE, _W_ABS_MAX, _check_out, _ptr, _row_pitch, c_epilogue
 from .registry import REGISTRY, Kernel, KernelKey
 
 OP = "gemm_sparse24"
 ACT_FORMATS = {np.dtype(np.int8): "s8", np.dtype(np.uint8): "u8", np.dtype(np.float32): "f32"}
-_INT32 = np.dtype(np.int32)
 _F32 = np.dtype(np.float32)
 
 
@@ -132,8 +132,9 @@ def gemm_sparse24(a: np.ndarray, w24: PackedSparse24Weights, *, a_zero_point: in
             [N, K]); ``prune_24`` makes one.
         a_zero_point: int8 / uint8 only: subtracted from every activation.
         epilogue: int8 / uint8 only: None (int32), ``Requantize`` (int8 / uint8) or
-            ``Dequantize`` (float32), applied to the int32 result exactly as gemm_int8's
-            (by the NumPy reference ``ref.apply_epilogue``, after the kernel: not fused).
+            ``Dequantize`` (float32), applied to the int32 result exactly as gemm_int8's:
+            fused into the C variants' store; the Numba and ref variants apply
+            ``ref.apply_epilogue`` to their int32 result.
         out: optional output array (C-contiguous, or a row slice of one).
         isa: one variant ("avx512_vnni" int8 only, "avx512", "avx2", "portable", "numba",
             "ref"); default: the best usable for the activations.
@@ -153,32 +154,37 @@ def gemm_sparse24(a: np.ndarray, w24: PackedSparse24Weights, *, a_zero_point: in
         if epilogue is not None:
             raise ValueError("epilogue: only for int8 / uint8 activations (float32 results "
                              "need none)")
+        ep = _NO_EPILOGUE
         out = _check_out_aligned(out, m, w24.n, _F32)
-        acc = out
     else:
         _check_overflow(a, act, w24, zp)
         ep = _NO_EPILOGUE if epilogue is None else prepare(epilogue, m, w24.n)
         out = _check_out_aligned(out, m, w24.n, ep.out_dtype)
-        acc = out if epilogue is None else np.empty((m, w24.n), _INT32)
     kernel = REGISTRY.lookup(OP, act, SPARSE24_PANELS.name, isa)
     if m:
-        kernel.fn(a, w24, zp, acc)
-        if acc is not out:
-            out[...] = ref.apply_epilogue(acc, ep)
+        kernel.fn(a, w24, zp, ep, out)
     return out
 
 
 # --- implementations -------------------------------------------------------------------
 
-def _ref_impl(a, w24: PackedSparse24Weights, zp: int, out) -> None:
+# Each implementation takes the prepared epilogue (int32 out for float32 activations) and
+# writes ``out``; the ref and Numba ones apply the epilogue to their sums in NumPy.
+
+def _ref_impl(a, w24: PackedSparse24Weights, zp: int, ep: Prepared, out) -> None:
     values, index = w24.kept()
-    out[...] = ref.gemm_sparse24(a, values, index, zp)
+    out[...] = ref.apply_epilogue(ref.gemm_sparse24(a, values, index, zp), ep)
 
 
-def _numba_impl(a, w24: PackedSparse24Weights, zp: int, out) -> None:
+def _numba_impl(a, w24: PackedSparse24Weights, zp: int, ep: Prepared, out) -> None:
     from . import numba_sparse24  # imported on first use: compiling costs seconds
 
-    numba_sparse24.gemm_sparse24_panels(a, w24, zp, out)
+    if ep.kind == 0:
+        numba_sparse24.gemm_sparse24_panels(a, w24, zp, out)
+    else:
+        acc = np.empty(out.shape, np.int32)
+        numba_sparse24.gemm_sparse24_panels(a, w24, zp, acc)
+        out[...] = ref.apply_epilogue(acc, ep)
 
 
 _C_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -198,7 +204,7 @@ def _c_weights(w24: PackedSparse24Weights):
 
 
 def _c_impl(isa_id: int):
-    def run(a, w24: PackedSparse24Weights, zp: int, out) -> None:
+    def run(a, w24: PackedSparse24Weights, zp: int, ep: Prepared, out) -> None:
         m, k = a.shape
         lib = native.lib
         if a.dtype == _F32:
@@ -208,7 +214,8 @@ def _c_impl(isa_id: int):
         else:
             rc = lib.lb_gemm_sparse24_s8(isa_id, m, _ptr(a, "uint8_t *"), _row_pitch(a, k),
                                          int(a.dtype == np.int8), zp, _c_weights(w24),
-                                         _ptr(out, "int32_t *"), _row_pitch(out, w24.n))
+                                         c_epilogue(ep), _ptr(out, "char *"),
+                                         _row_pitch(out, w24.n))
         _check_rc(OP, rc)
     return run
 

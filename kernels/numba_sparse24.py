@@ -9,6 +9,7 @@ Threading layer: see numba_gemm.
 from __future__ import annotations
 
 import os
+import weakref
 
 import numba
 import numpy as np
@@ -52,21 +53,40 @@ def _kernel(a, values, meta, out):  # pragma: no cover - compiled
                 out[i, c0 + j] = acc[i - i0, j]
 
 
+# int8 values in the kernel's order, per packed matrix (built on its first call, dropped
+# with it): the C panels interleave 4 kept values per column, the loop above wants them
+# [p, b, u, j]. float32 panels already are.
+_KEPT_MAJOR: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def kept_major_values(w24: PackedSparse24Weights) -> np.ndarray:
+    """w24's values as [panels, blocks, 16 kept, 64 columns] (int8: transposed once, cached)."""
+    values = w24.values
+    if values.dtype != np.int8:
+        return values
+    cached = _KEPT_MAJOR.get(w24)
+    if cached is None:  # [p, b, s, j, r] -> [p, b, u = 4 s + r, j]
+        p, b = w24.meta.shape[:2]
+        cached = np.ascontiguousarray(values.transpose(0, 1, 2, 4, 3)).reshape(
+            p, b, 16, values.shape[3])
+        _KEPT_MAJOR[w24] = cached
+    return cached
+
+
 def gemm_sparse24_panels(a: np.ndarray, w24: PackedSparse24Weights, zp: int,
                          out: np.ndarray) -> None:
     """out = (a - zp) x W for W in SPARSE24_PANELS layout (arguments already checked)."""
     m, k = a.shape
     blocks = w24.meta.shape[1]
-    values = w24.values
-    if values.dtype == np.int8:  # [p, b, s, j, r] -> [p, b, u = 4 s + r, j]
-        values = np.ascontiguousarray(values.transpose(0, 1, 2, 4, 3)).reshape(
-            values.shape[0], blocks, 16, values.shape[3])
+    if w24.values.dtype == np.int8:
         padded = np.zeros((m, 32 * blocks), dtype=np.int32)
         padded[:, :k] = a.astype(np.int32) - zp
     else:
         padded = np.zeros((m, 32 * blocks), dtype=np.float32)
         padded[:, :k] = a
     numba.set_num_threads(min(native.num_threads(), numba.config.NUMBA_NUM_THREADS))
-    res = np.empty(out.shape, out.dtype)  # one compiled signature: C-contiguous operands
-    _kernel(padded, values, w24.meta, res)
-    out[...] = res
+    # one compiled signature per dtype: C-contiguous operands
+    res = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    _kernel(padded, kept_major_values(w24), w24.meta, res)
+    if res is not out:
+        out[...] = res

@@ -539,6 +539,35 @@ def test_out_argument_and_m_zero(isa, assert_exact):
     assert empty.shape == (0, n) and empty.dtype == dtype
 
 
+def test_numba_tier_repacks_the_weights_once(assert_exact):
+    """The Numba kernel reads int8 values kept-major; that form is built on the first call
+    per packed matrix, reused after (also through an epilogue and a row-slice out), and
+    dropped with the matrix."""
+    import gc
+    import weakref
+
+    from lowbit.kernels import numba_sparse24
+
+    rng = np.random.default_rng(14)
+    w = sparse_int8(rng, 70, 90)
+    w24 = pack_weights(w, "sparse24")
+    a = rand_act(rng, 6, 70, "s8")
+    assert_exact(gemm_sparse24(a, w24, isa="numba"), want_s8(a, w24))
+    cached = numba_sparse24._KEPT_MAJOR[w24]
+    assert cached.shape == (2, 3, 16, 64) and cached.flags.c_contiguous
+    ep = Requantize.from_scale(1e-3, zero_point=5)
+    out = np.zeros((9, 90), np.int8)[2:8]
+    gemm_sparse24(a, w24, epilogue=ep, out=out, isa="numba")
+    assert_exact(out, lk.gemm_int8(a, pack_weights(w), epilogue=ep, isa="ref"))
+    assert numba_sparse24._KEPT_MAJOR[w24] is cached
+    wf = pack_weights(w.astype(np.float32), "sparse24")   # float32 panels are read as they are
+    assert numba_sparse24.kept_major_values(wf) is wf.values
+    gone, held = weakref.ref(w24), len(numba_sparse24._KEPT_MAJOR)
+    del w24, cached
+    gc.collect()
+    assert gone() is None and len(numba_sparse24._KEPT_MAJOR) == held - 1
+
+
 def test_overflow_guard(raises_naming):
     assert max_safe_k("s8") == 262140 and max_safe_k("u8") == 131584
     assert max_safe_k("u8", 128) == max_safe_k("s8")
