@@ -20,7 +20,8 @@ DESCRIPTION = ("Hardware what-if sweeps: run a spec's points (a base profile, ov
                "workloads, precisions) through the simulator and the roofline into a SQLite "
                "database, resuming where an earlier run stopped; export the results as CSV and "
                "plot Pareto sets of latency vs energy vs silicon cost. The spec schema: "
-               "sweep/SCHEMA.md; an example: lowbit/sweep/examples/edge-npu.toml.")
+               "sweep/SCHEMA.md; an example: sweep/examples/edge-npu.toml (both in the source "
+               "tree, and installed in the lowbit.sweep package folder).")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
