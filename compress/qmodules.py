@@ -409,10 +409,13 @@ class QuantConv2d(_QuantLayer):
 
     def __init__(self, weight_q, weight_scale, bias, *, stride=1, padding=0, dilation=1,
                  groups: int = 1, **kwargs) -> None:
+        if weight_q.dim() != 4:
+            raise ValueError(f"weight_q: expected [out, in / groups, kh, kw], got shape "
+                             f"{tuple(weight_q.shape)}")
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or \
-                weight_q.dim() != 4 or weight_q.shape[0] % groups:
+                weight_q.shape[0] % groups:
             raise ValueError(f"groups: must be a positive int dividing the {weight_q.shape[0]} "
-                             f"output channels of a 4-D weight, got {groups!r}")
+                             f"output channels, got {groups!r}")
         super().__init__(weight_q, weight_scale, bias, **kwargs)
         self.stride = _pair(stride)
         self.padding = _pair(padding)
