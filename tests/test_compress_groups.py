@@ -1,5 +1,5 @@
 """Grouped and depthwise Conv2d in lowbit.compress: quantized, QAT, BatchNorm folding,
-export to grouped LowbitConv2d, XNOR binarization, profile / to_workload.
+export to grouped LowbitConv2d, XNOR binarization, profile / to_workload, LoRA.
 
 The integer simulation of a grouped conv (``QuantConv2d``, one im2col GEMM per channel
 group) equals gemm_int8 per group on every usable ISA and the same conv written as a
@@ -29,10 +29,11 @@ from torch import nn
 import lowbit.kernels as lk
 from group_models import DepthwiseDigitsNet
 from lowbit.compress import (ActQuant, BinaryConv2d, Int4WeightOnlyConfig, Int8DynamicConfig,
-                             Int8StaticConfig, IntxWeightOnlyConfig, OutQuant, PerChannel,
-                             PerGroup, PerTensor, QATConfig, QuantConv2d, QuantSpec, convert,
-                             deterministic, digits_loaders, evaluate, export, export_summary,
-                             fold_batchnorm, fuse_requantization, profile, quantize, save,
+                             Int8StaticConfig, IntxWeightOnlyConfig, LoRAConfig, LoRAConv2d,
+                             OutQuant, PerChannel, PerGroup, PerTensor, QATConfig, QuantConv2d,
+                             QuantSpec, apply_lora, convert, deterministic, digits_loaders,
+                             evaluate, export, export_summary, fold_batchnorm,
+                             fuse_requantization, merge_lora, profile, quantize, save,
                              to_workload, train, use_binary_kernels)
 from lowbit.compress.data import calibration_subset
 from lowbit.compress.qat import QATConv2d
@@ -601,3 +602,29 @@ def test_grouped_binary_conv_storage_and_gradient():
     info = layer.lowbit_storage()
     assert info["bytes"] == 2 * BINARY_PANELS.nbytes(27, 5) + 4 * 10 + 4 * 10
     assert info["params"] == 10 * 27 + 10 and layer.in_channels == 6
+
+
+# --- LoRA on a grouped quantized base -----------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["depthwise_k3_stride2", "groups2_cin_ne_cout"])
+def test_lora_on_grouped_quantized_conv_base(case):
+    """The adapter takes the base's groups; a requantizing merge is the base's format of
+    dequant(W0) + dW with the same groups."""
+    model = nn.Sequential(edge_conv(case, 8))
+    quantize(model, IntxWeightOnlyConfig(4))
+    apply_lora(model, LoRAConfig(rank=2))
+    layer = model[0]
+    assert isinstance(layer, LoRAConv2d) and layer.lora_A.groups == EDGE[case][3]
+    with torch.no_grad():
+        layer.lora_B.weight.normal_(generator=gen("lora", case))
+    x = edge_input(case, 8)
+    base = layer.base
+    with torch.no_grad():
+        assert torch.equal(layer(x), base(x) + layer.lora_B(layer.lora_A(x)) * layer.scaling)
+        merged = merge_lora(copy.deepcopy(model), quantized="requantize")[0]
+        ref = edge_conv(case, 8)
+        ref.weight.copy_(base.dequantized_weight() + layer.delta_weight())
+    want = QuantConv2d.from_float(ref, base.weight_spec)
+    assert isinstance(merged, QuantConv2d) and merged.groups == base.groups
+    assert torch.equal(merged.weight_q, want.weight_q)
+    assert torch.equal(merged(x), want(x))
