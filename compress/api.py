@@ -2,7 +2,7 @@
 
 A handler is registered per config type (``register_handler``); ``quantize`` selects the
 nn.Linear / nn.Conv2d layers ``filter_fn(module, name)`` accepts (default: every nn.Linear and
-every groups=1 nn.Conv2d),
+every zero-padded nn.Conv2d with numeric padding, grouped and depthwise ones included),
 folds BatchNorm2d into the selected convolutions when the config asks for it, and hands the
 selected (name, module) pairs to the handler, which swaps them for quantized modules.
 """
@@ -44,11 +44,12 @@ def register_handler(config_type: type) -> Callable[[Handler], Handler]:
 
 
 def default_filter(module: nn.Module, name: str) -> bool:
-    """Every nn.Linear and every nn.Conv2d the integer layers support (groups=1, zeros padding)."""
+    """Every nn.Linear and every nn.Conv2d the integer layers support (any groups, numeric
+    zero padding)."""
     if isinstance(module, nn.Linear):
         return True
-    return (isinstance(module, nn.Conv2d) and module.groups == 1
-            and module.padding_mode == "zeros" and not isinstance(module.padding, str))
+    return (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
 
 
 def quantize(model: nn.Module, config, *, filter_fn: FilterFn | None = None,
@@ -173,7 +174,7 @@ def _int8_static(model, targets, config, calibration) -> None:
 
 
 def reduction_size(mod: nn.Module) -> int:
-    """K of the layer's GEMM: in_features, or in_channels * kh * kw."""
+    """K of the layer's GEMM: in_features, or (in_channels / groups) * kh * kw."""
     return mod.weight[0].numel()
 
 
@@ -184,11 +185,12 @@ def _int4_weight_only(model, targets, config, calibration) -> None:
     fits = [(n, m) for n, m in targets if reduction_size(m) % g == 0]
     skipped = [n for n, m in targets if reduction_size(m) % g]
     if not fits:
-        raise ValueError(f"group_size: no selected layer has K (in_features, or C*kh*kw) "
-                         f"divisible by {g}; try a smaller group_size")
+        raise ValueError(f"group_size: no selected layer has K (in_features, or "
+                         f"(C / groups) * kh * kw) divisible by {g}; try a smaller group_size")
     if skipped:
         warnings.warn(f"Int4WeightOnlyConfig(group_size={g}): left in float, K not a multiple "
-                      f"of {g}: {', '.join(skipped)}", RuntimeWarning, stacklevel=3)
+                      f"of {g} (K: in_features, or (C / groups) * kh * kw): "
+                      f"{', '.join(skipped)}", RuntimeWarning, stacklevel=3)
     _swap(model, fits, lambda name, m: _quant_cls(m).from_float_int4(m, g))
 
 

@@ -11,6 +11,8 @@ Networks", ECCV 2016. Weights and inputs are replaced by their signs, scaled bac
 * beta[i] = mean_k |x[i, k]| of the row the dot product reads: per row of x.reshape(-1, K)
   for Linear; for Conv2d per output pixel, the mean of |x| over its C x kh x kw receptive
   field (XNOR-Net's K matrix, K = A * k with A the channel mean of |I| and k a box filter);
+  a grouped Conv2d (``groups`` = G) runs one binary GEMM per channel group, K = (C / G) kh kw,
+  with a beta per output pixel and group over that group's C / G input channels;
 * the integer part sum_k sign * sign = K - 2 popcount(a XOR w) is what
   ``lowbit.kernels.gemm_binary`` computes, and its fused epilogue float32
   ``dot * beta[i] * alpha[j]`` (left to right) is the one used here, so
@@ -118,11 +120,14 @@ class BinaryTrace:
     Rows i: Linear: rows of x.reshape(-1, K); Conv2d: im2col rows of the zero-padded input
     in (image, oh, ow) order, K in (channel, kh, kw) order.
 
-    a_bits: uint64 [M, ceil(K/64)], the signs of the rows (``pack_binary_activations``);
+    a_bits: uint64 [M, G * ceil(K/64)], the signs of the rows (``pack_binary_activations``);
     w_bits: uint64 [N, ceil(K/64)], the signs of the weight rows in the same format (pass
     them to ``gemm_binary`` as raw rows, or ``pack_weights(w_signs, "binary", layout="nk")``);
     k: K; dot: int32 [M, N] = K - 2 popcount(a_i XOR w_j); alpha: float32 [N];
-    beta: float32 [M]; bias: float32 [N] or None; out: float32 [M, N], the layer's output.
+    beta: float32 [M] ([M, G] with groups); bias: float32 [N] or None; out: float32 [M, N],
+    the layer's output; groups: G, the conv's channel groups (1 for Linear). With G > 1 each
+    group is one GEMM (``group(g)``): the words g W:(g + 1) W of a_bits (W = ceil(K/64), its
+    input channels), column g of beta, and the channels g N / G:(g + 1) N / G of the rest.
     """
 
     a_bits: np.ndarray
@@ -133,6 +138,19 @@ class BinaryTrace:
     beta: np.ndarray
     bias: np.ndarray | None
     out: np.ndarray
+    groups: int = 1
+
+    def group(self, g: int) -> "BinaryTrace":
+        """Channel group g's binary GEMM as a one-group BinaryTrace (see the class doc)."""
+        if not 0 <= g < self.groups:
+            raise ValueError(f"g: must lie in [0, {self.groups}), got {g!r}")
+        if self.groups == 1:
+            return self
+        n, words = self.w_bits.shape[0] // self.groups, self.w_bits.shape[1]
+        c = slice(g * n, (g + 1) * n)
+        return BinaryTrace(self.a_bits[:, g * words:(g + 1) * words], self.w_bits[c], self.k,
+                           self.dot[:, c], self.alpha[c], self.beta[:, g],
+                           None if self.bias is None else self.bias[c], self.out[:, c])
 
 
 def _popcount_dot(a_bits: np.ndarray, w_bits: np.ndarray, k: int) -> np.ndarray:
@@ -179,25 +197,30 @@ class _BinaryLayer(nn.Module):
                           f"layers (XNOR-Net: BN -> sign -> conv)", RuntimeWarning,
                           stacklevel=3)
 
-    def _kernel_rows(self, rows: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """float32 rows [M, N] from gemm_binary with the fused alpha / beta epilogue, + bias."""
+    groups = 1  # channel groups: one binary GEMM each (BinaryConv2d sets its own)
+
+    def _kernel_rows(self, rows: torch.Tensor, beta: torch.Tensor,
+                     channels: slice = slice(None)) -> torch.Tensor:
+        """float32 rows [M, n] from gemm_binary with the fused alpha / beta epilogue, + bias,
+        for the output ``channels`` (one channel group's filters, all by default)."""
         if self.training:
             raise RuntimeError(f"{type(self).__name__}: the kernel path is for inference; call "
                                f"model.eval() (or use_binary_kernels(model, False) to train)")
         k = self.reduction_size()
-        w = self.weight.detach().float().reshape(self.weight.shape[0], -1).numpy()
+        w = self.weight.detach().float().reshape(self.weight.shape[0], -1)[channels].numpy()
         out = gemm_binary(pack_binary_activations(rows.detach().float().numpy()),
                           pack_binary_activations(w), k,
-                          alpha=self.alpha().detach().numpy(),
+                          alpha=self.alpha().detach()[channels].numpy(),
                           beta=beta.detach().reshape(-1).numpy(), isa=self.kernel_isa)
         y = torch.from_numpy(out)
-        return y if self.bias is None else y + self.bias.detach().float()
+        return y if self.bias is None else y + self.bias.detach().float()[channels]
 
     def lowbit_storage(self) -> dict:
-        """1-bit weights in the kernels' binary panels (padding included), float32 alpha per
-        output channel and bias; 1-bit activations (beta is computed at run time)."""
+        """1-bit weights in the kernels' binary panels (padding included, per channel group),
+        float32 alpha per output channel and bias; 1-bit activations (beta is computed at run
+        time)."""
         n, k = self.weight.shape[0], self.reduction_size()
-        nbytes = BINARY_PANELS.nbytes(k, n) + 4 * n
+        nbytes = self.groups * BINARY_PANELS.nbytes(k, n // self.groups) + 4 * n
         params = n * k
         if self.bias is not None:
             nbytes += 4 * n
@@ -257,9 +280,9 @@ class BinaryLinear(_BinaryLayer):
 
 
 class BinaryConv2d(_BinaryLayer):
-    """XNOR-Net nn.Conv2d (groups=1, numeric zero padding): the input is zero-padded, then
-    y = conv(sign(x_pad), sign(W)) * beta * alpha + bias, beta per output pixel = mean |x_pad|
-    over its receptive field (module doc).
+    """XNOR-Net nn.Conv2d (any ``groups``, numeric zero padding): the input is zero-padded,
+    then y = conv(sign(x_pad), sign(W)) * beta * alpha + bias, beta per output pixel (and
+    channel group) = mean |x_pad| over its receptive field (module doc).
 
     Example:
         >>> b = BinaryConv2d.from_float(nn.Conv2d(2, 4, 3, padding=1))
@@ -267,26 +290,31 @@ class BinaryConv2d(_BinaryLayer):
         torch.Size([1, 4, 5, 5])
     """
 
-    def __init__(self, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1)
-                 ) -> None:
+    def __init__(self, weight, bias, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                 groups: int = 1) -> None:
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or \
+                weight.shape[0] % groups:
+            raise ValueError(f"groups: must be a positive int dividing the {weight.shape[0]} "
+                             f"output channels, got {groups!r}")
         super().__init__(weight, bias)
         self.stride = tuple(stride)
         self.padding = tuple(padding)
         self.dilation = tuple(dilation)
+        self.groups = groups
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d) -> "BinaryConv2d":
-        """Binarize ``conv`` (groups=1, zero padding given as numbers)."""
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"Conv2d(groups={conv.groups}, padding={conv.padding!r}, "
-                             f"padding_mode={conv.padding_mode!r}): only groups=1 with numeric "
-                             f"zero padding is binarized; exclude it with filter_fn")
+        """Binarize ``conv`` (zero padding given as numbers; any groups)."""
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"Conv2d(padding={conv.padding!r}, padding_mode="
+                             f"{conv.padding_mode!r}): only numeric zero padding is binarized; "
+                             f"give the padding as numbers or exclude the layer with filter_fn")
         return cls(conv.weight, conv.bias, stride=conv.stride, padding=conv.padding,
-                   dilation=conv.dilation)
+                   dilation=conv.dilation, groups=conv.groups)
 
     @property
     def in_channels(self) -> int:
-        return self.weight.shape[1]
+        return self.weight.shape[1] * self.groups
 
     @property
     def out_channels(self) -> int:
@@ -301,9 +329,10 @@ class BinaryConv2d(_BinaryLayer):
         return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
 
     def _beta(self, xp: torch.Tensor) -> torch.Tensor:
-        """[B, 1, Ho, Wo]: mean |x_pad| over each receptive field (C x kh x kw values)."""
-        box = torch.ones(1, *self.weight.shape[1:], dtype=xp.dtype) / self.reduction_size()
-        return F.conv2d(xp.abs(), box, None, self.stride, 0, self.dilation)
+        """[B, G, Ho, Wo]: mean |x_pad| over each receptive field (C / G x kh x kw values)."""
+        box = torch.ones(self.groups, *self.weight.shape[1:], dtype=xp.dtype) / \
+            self.reduction_size()
+        return F.conv2d(xp.abs(), box, None, self.stride, 0, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -315,15 +344,24 @@ class BinaryConv2d(_BinaryLayer):
         beta = self._beta(xp)
         if self.use_kernel:
             rows, (b, ho, wo) = self._im2col(xp)
-            y = self._kernel_rows(rows, beta)
+            y = torch.cat([self._kernel_rows(r, beta[:, g], c)
+                           for g, (r, c) in enumerate(self._group_parts(rows))], dim=1)
             return y.reshape(b, ho, wo, -1).permute(0, 3, 1, 2)
         dot = F.conv2d(sign_ste(xp), sign_ste(self.weight.float()), None, self.stride, 0,
-                       self.dilation)
+                       self.dilation, self.groups)
+        beta = beta.repeat_interleave(self.out_channels // self.groups, dim=1)
         out = dot * beta * self.alpha().reshape(1, -1, 1, 1)
         return out if self.bias is None else out + self.bias.reshape(1, -1, 1, 1)
 
+    def _group_parts(self, rows: torch.Tensor):
+        """(group g's im2col columns, its output channels) for each group g."""
+        k, n = self.reduction_size(), self.out_channels // self.groups
+        return [(rows[:, g * k:(g + 1) * k], slice(g * n, (g + 1) * n))
+                for g in range(self.groups)]
+
     def _im2col(self, xp: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        """im2col rows [B Ho Wo, C kh kw] of the padded input, (B, Ho, Wo)."""
+        """im2col rows [B Ho Wo, C kh kw] of the padded input (group g's K = C / G kh kw
+        values are the columns g K:(g + 1) K), (B, Ho, Wo)."""
         cols = F.unfold(xp, self.kernel_size, self.dilation, 0, self.stride)  # [B, K, L]
         b = xp.shape[0]
         kh, kw = self.kernel_size
@@ -341,19 +379,23 @@ class BinaryConv2d(_BinaryLayer):
         out = y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]).numpy()
         xp = self._pad(x)
         rows, _ = self._im2col(xp)
-        return _trace(self, rows, self._beta(xp).reshape(-1), out)
+        beta = self._beta(xp).permute(0, 2, 3, 1).reshape(-1, self.groups)
+        return _trace(self, rows, beta if self.groups > 1 else beta.reshape(-1), out)
 
 
 def _trace(layer: _BinaryLayer, rows: torch.Tensor, beta: torch.Tensor, out: np.ndarray
            ) -> BinaryTrace:
-    k = layer.reduction_size()
+    """The BinaryTrace of im2col ``rows`` [M, G K] (see BinaryTrace for the layout)."""
+    k, g = layer.reduction_size(), layer.groups
     w = layer.weight.detach().float().reshape(layer.weight.shape[0], -1).numpy()
-    a_bits = pack_binary_activations(rows.numpy())
+    a = [pack_binary_activations(rows[:, i * k:(i + 1) * k].numpy()) for i in range(g)]
     w_bits = pack_binary_activations(w)
-    return BinaryTrace(a_bits, w_bits, k, _popcount_dot(a_bits, w_bits, k),
+    n = w.shape[0] // g
+    dot = [_popcount_dot(a[i], w_bits[i * n:(i + 1) * n], k) for i in range(g)]
+    return BinaryTrace(np.concatenate(a, axis=1), w_bits, k, np.concatenate(dot, axis=1),
                        layer.alpha().detach().numpy().copy(), beta.numpy().copy(),
                        None if layer.bias is None else layer.bias.detach().float().numpy().copy(),
-                       out)
+                       out, g)
 
 
 BINARY_LAYERS = (BinaryLinear, BinaryConv2d)

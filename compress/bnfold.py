@@ -4,7 +4,8 @@ With a = gamma / sqrt(running_var + eps) per output channel:
 
     w' = w * a,    b' = (b - running_mean) * a + beta
 
-so conv'(x) == bn(conv(x)) in eval mode; the BatchNorm is replaced by nn.Identity. Pairs are
+so conv'(x) == bn(conv(x)) in eval mode (grouped and depthwise convs too: a scales whole
+output channels); the BatchNorm is replaced by nn.Identity. Pairs are
 found with torch.fx (a BatchNorm2d whose only input is a Conv2d used nowhere else), and for
 models fx cannot trace, as adjacent (Conv2d, BatchNorm2d) entries of an nn.Sequential.
 (Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient

@@ -3,7 +3,8 @@
 Every ``QuantLinear`` / ``QuantConv2d`` (from ``quantize``; a QAT model is ``convert``-ed
 first) becomes a ``LowbitLinear`` / ``LowbitConv2d`` built with ``from_quantized`` from
 exactly the integers and scales the simulation uses, so the kernels compute the same
-integers:
+integers (a grouped or depthwise QuantConv2d becomes a LowbitConv2d with the same
+``groups``, one GEMM per channel group):
 
 * int8 activations (``"int8"`` format): weights of 2..8 bits per output channel (or per
   tensor, repeated per channel) as int8 values; dynamic 8-bit activations per row (Linear)
@@ -157,7 +158,8 @@ def kernel_module(layer: QuantLinear | QuantConv2d, fmt: str | None = None
     if isinstance(layer, QuantConv2d):
         return LowbitConv2d.from_quantized(chosen, weight, scales, layer.bias,
                                            stride=layer.stride, padding=layer.padding,
-                                           dilation=layer.dilation, **opts)
+                                           dilation=layer.dilation, groups=layer.groups,
+                                           **opts)
     return LowbitLinear.from_quantized(chosen, weight, scales, layer.bias, **opts)
 
 

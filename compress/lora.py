@@ -173,12 +173,12 @@ class LoRALinear(_LoRALayer):
 
 def _conv_geometry(base: nn.Module) -> dict:
     """in / out channels, kernel, stride, padding, dilation, groups, padding mode of an
-    nn.Conv2d or a QuantConv2d (groups 1, zero padding)."""
+    nn.Conv2d or a QuantConv2d (zero padding; weight [out, in / groups, kh, kw])."""
     if isinstance(base, QuantConv2d):
         n, c, kh, kw = base.weight_q.shape
-        return {"in_channels": c, "out_channels": n, "kernel_size": (kh, kw),
+        return {"in_channels": c * base.groups, "out_channels": n, "kernel_size": (kh, kw),
                 "stride": base.stride, "padding": base.padding, "dilation": base.dilation,
-                "groups": 1, "padding_mode": "zeros"}
+                "groups": base.groups, "padding_mode": "zeros"}
     return {"in_channels": base.in_channels, "out_channels": base.out_channels,
             "kernel_size": base.kernel_size, "stride": base.stride, "padding": base.padding,
             "dilation": base.dilation, "groups": base.groups, "padding_mode": base.padding_mode}

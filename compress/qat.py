@@ -192,22 +192,30 @@ class QATLinear(_QATLayer):
 
 
 class QATConv2d(_QATLayer):
-    """nn.Conv2d (groups=1, zero padding) with fake-quantized input and weight; ``convert``
-    -> QuantConv2d."""
+    """nn.Conv2d (any ``groups``, numeric zero padding) with fake-quantized input and
+    weight; ``convert`` -> QuantConv2d.
+
+    Example:
+        >>> m = QATConv2d(nn.Conv2d(4, 4, 3, groups=4), QuantSpec(4, True),
+        ...               QuantSpec(4, False))
+        >>> m(torch.randn(2, 4, 5, 5)).shape
+        torch.Size([2, 4, 3, 3])
+    """
 
     def __init__(self, conv: nn.Conv2d, weight_spec: QuantSpec, act_spec: QuantSpec | None,
                  *, learnable: bool = False, momentum: float = 0.1) -> None:
         QuantConv2d.check_supported(conv)
         super().__init__(conv, weight_spec, act_spec, learnable=learnable, momentum=momentum)
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.groups = conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xa, w = self._inputs(x)
-        return F.conv2d(xa, w, self.bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(xa, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def to_quantized(self) -> QuantConv2d:
         return QuantConv2d(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                           **self._convert_args())
+                           groups=self.groups, **self._convert_args())
 
 
 QAT_LAYERS = (QATLinear, QATConv2d)

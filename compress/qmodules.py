@@ -17,7 +17,13 @@ q = clip(rint(w / s), -2^(b-1), 2^(b-1) - 1); the int4 weight-only format is
 ``lowbit.kernels.formats.quantize_int4`` (groups along K, float16 scales) itself.
 
 Dynamic activations: Linear rows (each row of x.reshape(-1, K)); Conv2d per sample (one scale
-per image, so every im2col row of an image shares it): s = max|x| / 127 (1 when 0).
+per image, so every im2col row of an image, in every channel group, shares it):
+s = max|x| / 127 (1 when 0).
+
+Grouped and depthwise Conv2d (``groups`` = G > 1): output channel j belongs to group
+g = j // (N / G) and reads input channels g C / G .. (g + 1) C / G - 1, so the im2col GEMM
+splits into G GEMMs of K = (C / G) kh kw (the kernels run one per group). Weight scales are
+per output channel, per tensor, or per group of consecutive values of each filter's K.
 
 Requantized output (``OutQuant``, set by ``lowbit.compress.fuse_requantization`` on a static
 layer that feeds another static layer): the layer computes the kernels' Requantize epilogue
@@ -79,11 +85,16 @@ class IntegerTrace:
     with K in (channel, kh, kw) order (``F.unfold``). Weight-only layers have no integer
     activations or accumulator (``a_q``, ``a_scale``, ``acc`` are None).
 
-    a_q: int8 / uint8 [M, K]; a_scale: float32 [M]; a_zero_point: int;
-    w_q: int8 [N, K]; w_scale: [N] float32, or [N, K / group] in the stored dtype for groups;
-    acc: int32 [M, N] = (a_q - a_zero_point) @ w_q.T; bias: float32 [N] or None;
-    out: float32 [M, N], the layer's output rows; out_q: int32 [M, N], the requantized
-    integers of a layer with ``OutQuant`` (else None).
+    a_q: int8 / uint8 [M, G * K]; a_scale: float32 [M]; a_zero_point: int;
+    w_q: int8 [N, K]; w_scale: float32 [N] with quantized activations, else the stored
+    scales ([1, 1] per tensor, [N, 1] per channel, [N, K / size] per group, stored dtype);
+    acc: int32 [M, N] = (a_q - a_zero_point) @ w_q.T per channel group; bias: float32 [N] or
+    None; out: float32 [M, N], the layer's output rows; out_q: int32 [M, N], the requantized
+    integers of a layer with ``OutQuant`` (else None); groups: G, the conv's channel groups
+    (1 for Linear). With G > 1, group g's GEMM (``group(g)``) reads the columns
+    g K:(g + 1) K of a_q (its input channels' im2col values) and the filters, accumulators
+    and outputs of channels g N / G:(g + 1) N / G: the column layout of the kernels'
+    ``KernelTrace``.
     """
 
     a_q: np.ndarray | None
@@ -95,6 +106,22 @@ class IntegerTrace:
     bias: np.ndarray | None
     out: np.ndarray
     out_q: np.ndarray | None = None
+    groups: int = 1
+
+    def group(self, g: int) -> "IntegerTrace":
+        """Channel group g's GEMM as a one-group IntegerTrace (see the class doc)."""
+        if not 0 <= g < self.groups:
+            raise ValueError(f"g: must lie in [0, {self.groups}), got {g!r}")
+        n, k = self.w_q.shape[0] // self.groups, self.w_q.shape[1]
+        cols = slice(g * n, (g + 1) * n)
+        # per-tensor scales ([1, 1] of a weight-only layer) are shared by every group
+        w_scale = self.w_scale[cols] if len(self.w_scale) == len(self.w_q) else self.w_scale
+        return IntegerTrace(
+            None if self.a_q is None else self.a_q[:, g * k:(g + 1) * k], self.a_scale,
+            self.a_zero_point, self.w_q[cols], w_scale,
+            None if self.acc is None else self.acc[:, cols],
+            None if self.bias is None else self.bias[cols], self.out[:, cols],
+            None if self.out_q is None else self.out_q[:, cols])
 
 
 @dataclass(frozen=True)
@@ -368,36 +395,46 @@ class QuantLinear(_QuantLayer):
 
 
 class QuantConv2d(_QuantLayer):
-    """Integer-simulated nn.Conv2d (groups=1, zero padding); arithmetic as QuantLinear with
-    the im2col GEMM (dynamic activations: one scale per image).
+    """Integer-simulated nn.Conv2d (any ``groups``, numeric zero padding); arithmetic as
+    QuantLinear with the im2col GEMM, one per channel group (dynamic activations: one scale
+    per image).
 
     Example:
-        >>> conv = nn.Conv2d(2, 3, 3, padding=1)
+        >>> conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)      # depthwise
         >>> q = QuantConv2d.from_float(conv, QuantSpec(8, True, PerChannel(0)),
         ...                            act=ActQuant("dynamic"))
-        >>> q(torch.ones(1, 2, 5, 5)).shape
-        torch.Size([1, 3, 5, 5])
+        >>> q(torch.ones(1, 4, 5, 5)).shape
+        torch.Size([1, 4, 5, 5])
     """
 
     def __init__(self, weight_q, weight_scale, bias, *, stride=1, padding=0, dilation=1,
-                 **kwargs) -> None:
+                 groups: int = 1, **kwargs) -> None:
+        if weight_q.dim() != 4:
+            raise ValueError(f"weight_q: expected [out, in / groups, kh, kw], got shape "
+                             f"{tuple(weight_q.shape)}")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or \
+                weight_q.shape[0] % groups:
+            raise ValueError(f"groups: must be a positive int dividing the {weight_q.shape[0]} "
+                             f"output channels, got {groups!r}")
         super().__init__(weight_q, weight_scale, bias, **kwargs)
         self.stride = _pair(stride)
         self.padding = _pair(padding)
         self.dilation = _pair(dilation)
+        self.groups = groups
 
     @staticmethod
     def check_supported(conv: nn.Conv2d) -> None:
-        """Raise ValueError unless ``conv`` is a groups=1, zero-padded Conv2d."""
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"Conv2d(groups={conv.groups}, padding={conv.padding!r}, "
-                             f"padding_mode={conv.padding_mode!r}): only groups=1 with numeric "
-                             f"zero padding is quantized; exclude it with filter_fn")
+        """Raise ValueError unless ``conv`` is a zero-padded Conv2d with numeric padding."""
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"Conv2d(padding={conv.padding!r}, padding_mode="
+                             f"{conv.padding_mode!r}): only numeric zero padding is quantized; "
+                             f"give the padding as numbers or exclude the layer with filter_fn")
 
     @classmethod
     def _geometry(cls, conv: nn.Conv2d) -> dict:
         cls.check_supported(conv)
-        return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+        return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
+                "groups": conv.groups}
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_spec: QuantSpec, *,
@@ -410,7 +447,8 @@ class QuantConv2d(_QuantLayer):
 
     @classmethod
     def from_float_int4(cls, conv: nn.Conv2d, group_size: int) -> "QuantConv2d":
-        """Weight-only int4 (groups along the flattened C * kh * kw of each filter)."""
+        """Weight-only int4 (groups along the flattened (C / groups) * kh * kw of each
+        filter)."""
         geo = cls._geometry(conv)
         v, s = quantize_weight_int4(conv.weight.reshape(conv.out_channels, -1), group_size)
         return cls(v.reshape(conv.weight.shape), s, conv.bias,
@@ -422,7 +460,7 @@ class QuantConv2d(_QuantLayer):
         return tuple(self.weight_q.shape[2:])
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:
-        return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _quantized_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(q_a, a_scale float32 [B, 1, 1, 1], zero point) of the input images x."""
@@ -443,7 +481,8 @@ class QuantConv2d(_QuantLayer):
             self._requantized(acc, 1)[0]
 
     def integer_trace(self, x: torch.Tensor) -> IntegerTrace:
-        """im2col form of the integer GEMM for input ``x`` [B, C, H, W] (see IntegerTrace)."""
+        """im2col form of the integer GEMMs for input ``x`` [B, C, H, W] (see IntegerTrace:
+        with groups, a_q holds every group's columns and acc every group's channels)."""
         x = x.float()
         y = self.forward(x).detach()
         out = y.permute(0, 2, 3, 1).reshape(-1, y.shape[1]).numpy()
@@ -451,18 +490,29 @@ class QuantConv2d(_QuantLayer):
         w_q = self.weight_q.reshape(n, -1).numpy()
         b = None if self.bias is None else self.bias.numpy()
         if self.act is None:
-            return IntegerTrace(None, None, 0, w_q, self.weight_scale.numpy(), None, b, out)
+            return IntegerTrace(None, None, 0, w_q, self.weight_scale.numpy(), None, b, out,
+                                groups=self.groups)
         q, a_s, z = self._quantized_input(x)
+        # F.unfold's K runs (channel, kh, kw) with the channel outermost: group g's K values
+        # are the columns g K:(g + 1) K.
         cols = F.unfold(q.double() - z, self.kernel_size, self.dilation, self.padding,
-                        self.stride)                                 # [B, K, L]
+                        self.stride)                                 # [B, G K, L]
         rows = cols.transpose(1, 2).reshape(-1, cols.shape[1]) + z   # padding holds z
         a_q = rows.to(q.dtype).numpy()
         a_scale = a_s.reshape(-1, 1).expand(-1, cols.shape[2]).reshape(-1).numpy()
-        acc = (a_q.astype(np.int64) - z) @ w_q.astype(np.int64).T
+        k, ng = w_q.shape[1], n // self.groups
+        a = a_q.astype(np.int64) - z
+        w = w_q.astype(np.int64)
+        acc = np.concatenate([a[:, g * k:(g + 1) * k] @ w[g * ng:(g + 1) * ng].T
+                              for g in range(self.groups)], axis=1)
         out_q = None if self.out_quant is None else \
             self._requantized(torch.from_numpy(acc.astype(np.float64)), 1)[1]
         return IntegerTrace(a_q, a_scale.copy(), z, w_q, self._w_scale_vector().numpy().copy(),
-                            _as_int32(acc), b, out, out_q)
+                            _as_int32(acc), b, out, out_q, self.groups)
+
+    def extra_repr(self) -> str:
+        geo = "" if self.groups == 1 else f"groups={self.groups}, "
+        return geo + super().extra_repr()
 
 
 def _pair(v) -> tuple[int, int]:

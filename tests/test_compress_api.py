@@ -282,11 +282,12 @@ def test_unknown_config_and_custom_handler():
 
 
 def test_unsupported_conv_is_skipped_by_default_and_rejected_when_forced():
-    m = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 2, 1))
+    m = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                      nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 2, 1))
     quantize(m, Int8DynamicConfig())
-    assert isinstance(m[0], nn.Conv2d) and isinstance(m[1], QuantConv2d)
-    m = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
-    with pytest.raises(ValueError, match="layer '0'.*groups=4"):
+    assert type(m[0]) is nn.Conv2d and isinstance(m[1], QuantConv2d) and m[1].groups == 4
+    m = nn.Sequential(nn.Conv2d(4, 4, 3, padding="same"))
+    with pytest.raises(ValueError, match="layer '0'.*padding='same'"):
         quantize(m, Int8DynamicConfig(), filter_fn=lambda mod, n: True)
 
 

@@ -225,9 +225,11 @@ def test_handler_errors_and_filter(raises_naming):
                  filter_fn=lambda mod, n: n == "4")
     assert [type(x).__name__ for x in m[::2]] == ["Linear", "Linear", "BinaryLinear",
                                                    "Linear"]
-    grouped = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1))
-    quantize(grouped, BinaryConfig(keep_first=False, keep_last=False))
-    assert type(grouped[0]) is nn.Conv2d and isinstance(grouped[1], BinaryConv2d)
+    convs = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                          nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 1))
+    quantize(convs, BinaryConfig(keep_first=False, keep_last=False))
+    assert type(convs[0]) is nn.Conv2d and isinstance(convs[1], BinaryConv2d)
+    assert convs[1].groups == 2 and isinstance(convs[2], BinaryConv2d)
 
 
 def test_storage_and_profile():

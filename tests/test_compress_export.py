@@ -24,6 +24,7 @@ from lowbit.compress import (Int4WeightOnlyConfig, Int8DynamicConfig, Int8Static
                              QuantConv2d, QuantLinear, convert, export, export_summary,
                              fuse_requantization, get_model, kernel_module, quantize)
 from lowbit.compress.data import calibration_subset, load_digits_split
+from lowbit.compress.qfunc import dequantize
 from lowbit.kernels import ref
 from lowbit.kernels.modules import LowbitConv2d, LowbitLinear
 
@@ -163,31 +164,41 @@ def assert_layer_matches(name, sim, kern, x_sim, x_kern, assert_exact) -> None:
     """The kernel module's integers and output equal the simulation layer's."""
     st = sim.integer_trace(x_sim)
     if sim.act is None:  # weight-only: the same integer weights and scales, float sums
-        rec = kern.scheme.packed_record(kern, 0)
-        n, k = st.w_q.shape
-        assert_exact(rec.values()[:k].T, st.w_q)
-        scales = rec.group_scales().T
-        if isinstance(sim.weight_spec.granularity, PerGroup):
-            assert_exact(scales, sim.weight_scale.numpy())
-        else:
-            assert_exact(scales, np.broadcast_to(st.w_scale.reshape(-1, 1), scales.shape))
+        for g in range(st.groups):   # one packed record per conv channel group
+            part = st.group(g)
+            rec = kern.scheme.packed_record(kern, g)
+            n, k = part.w_q.shape
+            assert_exact(rec.values()[:k].T, part.w_q)
+            scales = rec.group_scales().T
+            if isinstance(sim.weight_spec.granularity, PerGroup):
+                assert_exact(scales, part.w_scale)
+            else:
+                w_s = sim._w_scale_vector().numpy()[g * n:(g + 1) * n]
+                assert_exact(scales, np.broadcast_to(w_s.reshape(-1, 1), scales.shape))
         # same input to both: each sums float32 products of the same numbers in its own
         # order, so they differ by at most two float32 summation bounds (K + 4 roundings
-        # each, ref.int4_tolerance) plus the rounding of the bias addition
+        # each, ref.int4_tolerance) plus the rounding of the bias addition; the terms are
+        # those of the kernel's split form s (sum x n - z sum x), |x| (n + z) s with the
+        # nibble n = v + 8 and z = 8 (ref.w4a16_tolerance), and the bias (torch's conv may
+        # start its sum from it)
         with torch.no_grad():
             got, want = kern(x_kern).numpy(), sim(x_kern).numpy()
-            w_abs = sim.dequantized_weight().abs().double()
+            s_elem = dequantize(torch.ones_like(sim.weight_q), sim.weight_scale.float(),
+                                torch.zeros(sim.weight_scale.shape), sim.weight_spec)
+            w_abs = (sim.weight_q.double() + 16) * s_elem.double()
             x_abs = x_kern.abs().double()
-            mag = (F.linear(x_abs, w_abs) if isinstance(sim, QuantLinear)
-                   else sim._conv(x_abs, w_abs)).numpy()
+            b_abs = None if sim.bias is None else sim.bias.abs().double()
+            mag = (F.linear(x_abs, w_abs, b_abs) if isinstance(sim, QuantLinear)
+                   else sim._conv(x_abs, w_abs, b_abs)).numpy()
         tol = 2 * ref.int4_tolerance(k + 4, mag) + 2.0 ** -23 * np.abs(want)
         assert np.all(np.abs(got - want) <= tol), (name, float(np.max(np.abs(got - want) - tol)))
         return
     kt = kern.integer_trace(x_kern)
     a_q = st.a_q
-    if isinstance(sim, QuantConv2d):  # (c, kh, kw) -> the kernel's (kh, kw, c)
+    if isinstance(sim, QuantConv2d):  # per group, (c, kh, kw) -> the kernel's (kh, kw, c)
         c = sim.weight_q.shape[1]
-        a_q = a_q.reshape(len(a_q), c, -1).transpose(0, 2, 1).reshape(len(a_q), -1)
+        a_q = a_q.reshape(len(a_q), sim.groups, c, -1).transpose(0, 1, 3, 2).reshape(
+            len(a_q), -1)
     assert_exact(kt.a_q, a_q)
     assert_exact(kt.acc, st.acc)
     assert kt.a_zero_point == st.a_zero_point, name

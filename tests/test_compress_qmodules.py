@@ -233,7 +233,10 @@ def test_lowbit_storage_counts_every_byte():
     (lambda: QuantLinear.from_float(nn.Linear(4, 2), QuantSpec(8, True, PerGroup(2)),
                                     act=ActQuant("dynamic")), "per-group"),
     (lambda: QuantLinear.from_float(nn.Linear(4, 2), QuantSpec(8, False)), "symmetric"),
-    (lambda: QuantConv2d.from_float(nn.Conv2d(4, 4, 3, groups=2), INT8_W), "groups=2"),
+    (lambda: QuantConv2d.from_float(nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"),
+                                    INT8_W), "padding_mode='circular'"),
+    (lambda: QuantConv2d(torch.zeros(6, 1, 3, 3, dtype=torch.int8), torch.ones(6, 1),
+                         None, weight_spec=INT8_W, groups=4), "groups"),
     (lambda: ActQuant("dynamic", 8, False), "symmetric"),
     (lambda: ActQuant("per-token"), "mode"),
 ])
