@@ -7,10 +7,10 @@ The input is added back when the stride is 1 and C_in = C_out (MobileNetV2's inv
 residual, Sandler et al., CVPR 2018, in the fused form of EfficientNet-EdgeTPU, Gupta & Akin
 2019, and EfficientNetV2, Tan & Le, ICML 2021).
 
-Why fused and not depthwise: every convolution here is a groups=1 convolution, which
-``lowbit.compress.quantize`` quantizes (it does not quantize grouped convolutions yet, so a
-depthwise layer would stay fp32 and cost the NPU four times its integer traffic) and which a
-systolic array maps with full columns (a depthwise convolution is C one-column GEMMs). The
+Why fused and not depthwise: a systolic array maps a groups=1 convolution with full columns,
+while a depthwise convolution is C one-column GEMMs that leave most of the array idle, and on
+digits' 8x8 images the fused block's extra MACs cost little. (``lowbit.compress.quantize``
+quantizes grouped convolutions too, so a depthwise space would also be exportable.) The
 depthwise MBConv block is not part of the spaces.
 
 Module names (``stem.conv``, ``stages.S.B.spatial.conv``, ``stages.S.B.project.conv``,
