@@ -55,7 +55,7 @@ def _constructor_args(mod: nn.Module) -> dict:
     return {"in_channels": mod.in_channels, "out_channels": mod.out_channels,
             "kernel_size": mod.kernel_size, "stride": mod.stride, "padding": mod.padding,
             "dilation": mod.dilation, "groups": mod.groups, "bias": mod.geometry.bias,
-            "fmt": mod.fmt, **opts}
+            "fmt": mod.fmt, "channels_last": mod.channels_last, **opts}
 
 
 def _base(arch) -> tuple[nn.Module, str | None]:

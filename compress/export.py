@@ -192,10 +192,12 @@ _QUERY_METHODS = ("size", "dim")
 
 @dataclass
 class _Fold:
-    """What the ops of one chain do to the producer's output clamp."""
+    """What the ops of one chain do to the producer's output clamp (and whether one is a
+    ``.view``, the one fused op that needs a contiguous layout)."""
 
     relu: bool = False
     relu6: bool = False
+    view: bool = False
 
 
 def _module_step(mod: nn.Module, fold: _Fold) -> bool:
@@ -249,6 +251,7 @@ def _node_step(node: fx.Node, src: fx.Node, model: nn.Module, calls: dict, fold:
         if node.target == "relu":
             fold.relu = True
             return True
+        fold.view = fold.view or node.target == "view"
         return node.target in _SHAPE_METHODS
     return False
 
@@ -373,6 +376,20 @@ def fuse_requantization(model: nn.Module, *, exclude=()) -> list[Chain]:
     return chains
 
 
+def _channels_last_producers(model: nn.Module) -> set[str]:
+    """Fused QuantConv2d producers whose integer output reaches its consumer through ops that
+    take any memory layout (every fused op but ``.view``): their kernel modules return the
+    GEMM's channels-last output without transposing it (``LowbitConv2d(channels_last=True)``)."""
+    def fused(name: str, mod: nn.Module) -> bool:
+        return isinstance(mod, QuantConv2d) and _static_int8(mod) and mod.out_quant is not None
+
+    try:
+        found = _fx_chains(model, fused)
+    except Exception:  # noqa: BLE001 - as in fuse_requantization
+        found = _sequential_chains(model, fused)
+    return {producer for producer, _, _, fold, _ in found if not fold.view}
+
+
 # --- the model --------------------------------------------------------------------------------
 
 def _int8_density(layer) -> float:
@@ -431,6 +448,7 @@ def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = N
                        and _is_two_of_four(model.get_submodule(n))}
     if fuse:
         fuse_requantization(model, exclude=sparse)
+    channels_last = _channels_last_producers(model)
     kept = []
     for name in names:
         layer = model.get_submodule(name)
@@ -441,6 +459,8 @@ def export(model: nn.Module, *, fuse: bool = True, csr_density: float | None = N
         except Unsupported as e:
             kept.append(f"{name} ({e})")
             continue
+        if name in channels_last:
+            new.channels_last = True
         replace_module(model, name, new)
     if kept:
         warnings.warn(f"export: left as is, the kernels cannot run: {'; '.join(kept)}",

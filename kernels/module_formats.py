@@ -7,6 +7,14 @@ Packed weights are stored stacked, [G, *packed shape] per array of the format's 
 record (``torch_ops.CODECS``); every group's slice stays 64-byte aligned because each packed
 array is a whole number of 64-byte panels. Per-output-channel vectors are [G * N].
 
+Two paths compute a call, with the same results: the ``lowbit`` torch ops (``prepare_input``,
+``matmul``: traceable, FakeTensor / export / dispatch modes see them), and in plain eager mode
+the kernels' NumPy entry points called directly (``eager_plan``, ``eager_input``,
+``eager_matmul``), which skips the op dispatch and rebuilds nothing per call: the plan holds
+the Packed* records and fixed epilogues made from the module's buffers (validated when made,
+remade when a buffer changes), and every per-call argument is still checked by the entry
+points. A format without an eager plan runs through the ops only.
+
 A new format is one ``FormatScheme`` subclass and one ``SCHEMES`` entry.
 """
 from __future__ import annotations
@@ -22,12 +30,43 @@ from .formats import (ALIGN, BINARY_PANELS, FORMATS, INT4_GROUP_SIZES, INT8_PANE
                       SCALE_DTYPES, aligned_empty, pack_weights)
 from . import ref
 from .format_sparse24 import SPARSE24_PANELS
-from .torch_ops import CODECS, packed_to_tensors, tensors_to_packed  # registers the ops
-from .quantize import activation_range, quantize_weight_int8, requantize_params, xnor_scales
+from .epilogue import Dequantize, Requantize
+from .gemm_int4 import gemm_w4a8, gemm_w4a16
+from .torch_ops import (CODECS, INT8_KERNELS, int8_epilogue,  # registers the ops
+                        packed_to_tensors, static_params_dtype, tensors_to_packed)
+from .quantize import (activation_range, quantize_dynamic, quantize_static, quantize_weight_int8,
+                       requantize_params, xnor_scales)
 
 FLOAT_INPUTS = (torch.float32, torch.bfloat16, torch.float16)  # widened to float32 exactly
 _TORCH_DTYPE = {np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8}
 _OPS = torch.ops.lowbit
+
+
+@dataclass(frozen=True, eq=False)
+class EagerGroup:
+    """One group's GEMM on the eager path: the kernels' Packed* record (NumPy views of the
+    module's buffers: the plan lives no longer than they do), the fixed epilogue of static
+    int8 activations (else None), and the per-channel weight scales and float bias a
+    per-call epilogue takes (dynamic int8; int4's bias)."""
+
+    packed: object
+    epilogue: Requantize | Dequantize | None = None
+    w_scale: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class EagerPlan:
+    """A module's constants for the eager path (``FormatScheme.eager_plan``): its groups,
+    the output dtype, and static int8 activations' scale, zero point, range and the dtype of
+    integer input."""
+
+    groups: tuple[EagerGroup, ...]
+    out_dtype: np.dtype
+    act_scale: float | None = None
+    zero_point: int = 0
+    qrange: tuple[int, int] | None = None
+    in_dtype: torch.dtype | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +158,10 @@ class FormatScheme:
     # K order of a conv's GEMM: (kh, kw, c) reads channels-last patches in runs of C (fast);
     # (c, kh, kw) is torch's weight.reshape(out, -1), needed where K groups share a scale
     tap_major: bool = True
+    # An eager path: ``eager_plan(mod) -> EagerPlan`` (the constants from mod's buffers,
+    # built and validated once per state of them: the module caches it), ``eager_input``
+    # and ``eager_matmul``; formats without one run through the torch ops only.
+    eager: bool = False
 
     def __init__(self, **options) -> None:
         unknown = sorted(set(options) - set(self.OPTIONS))
@@ -150,6 +193,12 @@ class FormatScheme:
         """(input for im2col, value its padding takes, per-sample activation scales or
         None). Float formats: float32, 0, None."""
         return _as_float_input(x), 0, None
+
+    def eager_input(self, plan: EagerPlan, x: torch.Tensor
+                    ) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """``prepare_input`` on the eager path, as NumPy arrays (x as ``modules._eager``
+        admits it: a plain CPU tensor outside autograd)."""
+        return _as_float_input(x).numpy(), 0, None
 
     def storage_extra(self) -> dict:
         """Informational keys of ``lowbit_storage`` (grouped formats: group size, scale dtype)."""
@@ -233,16 +282,27 @@ class IntActivationScheme(FormatScheme):
         return {"act_scale": torch.tensor(o["act_scale"], dtype=torch.float32),
                 "act_zero_point": torch.tensor(o["act_zero_point"], dtype=torch.int32)}
 
+    def _dynamic_float_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise TypeError(f"x: this layer quantizes its activations dynamically, so it "
+                            f"takes float input, got {x.dtype}; quantized input needs a "
+                            f"layer with act_scale")
+        return _as_float_input(x)
+
+    def _static_int_input(self, x: torch.Tensor, dtype: torch.dtype, zp: int) -> None:
+        if x.dtype != dtype:
+            qrange = self.options["act_range"]
+            raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}"
+                            f"{'' if qrange is None else f', act_range={qrange}'}), got "
+                            f"{x.dtype}")
+
     def prepare_input(self, mod, x):
         if not self.static:
-            if not x.is_floating_point():
-                raise TypeError(f"x: this layer quantizes its activations dynamically, so it "
-                                f"takes float input, got {x.dtype}; quantized input needs a "
-                                f"layer with act_scale")
+            xf = self._dynamic_float_input(x)
             if self.options["act_granularity"] == "row":
-                return _as_float_input(x), 0, None
+                return xf, 0, None
             # one scale per image [B, C, H, W]: quantized before im2col, padding 0 = q(0)
-            q, s = _OPS.quantize_dynamic(_as_float_input(x).reshape(x.shape[0], -1))
+            q, s = _OPS.quantize_dynamic(xf.reshape(x.shape[0], math.prod(x.shape[1:])))
             return q.reshape(x.shape), 0, s
         zp, qrange = int(mod.act_zero_point), self.options["act_range"]
         dtype = _TORCH_DTYPE[activation_range(zp, qrange)[0]]
@@ -250,11 +310,30 @@ class IntActivationScheme(FormatScheme):
             q = _OPS.quantize_static(_as_float_input(x), float(mod.act_scale), zp,
                                      None if qrange is None else list(qrange))
             return q, zp, None
-        if x.dtype != dtype:
-            raise TypeError(f"x: quantized input of this layer is {dtype} (act_zero_point={zp}"
-                            f"{'' if qrange is None else f', act_range={qrange}'}), got "
-                            f"{x.dtype}")
+        self._static_int_input(x, dtype, zp)
         return x, zp, None
+
+    def eager_input(self, plan, x):
+        if not self.static:
+            xf = self._dynamic_float_input(x).numpy()
+            if self.options["act_granularity"] == "row":
+                return xf, 0, None
+            q, s = quantize_dynamic(xf.reshape(x.shape[0], math.prod(x.shape[1:])))
+            return q.reshape(xf.shape), 0, s
+        zp, qrange = plan.zero_point, plan.qrange
+        if x.is_floating_point():
+            static_params_dtype(plan.act_scale, zp, qrange)  # the op's checks
+            return quantize_static(_as_float_input(x).numpy(), plan.act_scale, zp, qrange), zp, None
+        self._static_int_input(x, plan.in_dtype, zp)
+        return x.numpy(), zp, None
+
+    def _static_plan(self, mod) -> dict:
+        """EagerPlan fields of static activations (read from the buffers, as the ops do)."""
+        if not self.static:
+            return {}
+        zp, qrange = int(mod.act_zero_point), self.options["act_range"]
+        return {"act_scale": float(mod.act_scale), "zero_point": zp, "qrange": qrange,
+                "in_dtype": _TORCH_DTYPE[activation_range(zp, qrange)[0]]}
 
     # int8 weights, symmetric per output channel, stacked into the format's buffers by _fill
     def quantize(self, geo: GemmGeometry, w: torch.Tensor, bias):
@@ -297,6 +376,7 @@ class Int8Scheme(IntActivationScheme):
                "out_range": None, "relu": False, "out_clip": None}
     weight_bits = 8
     packed = ("weight_data", "weight_col_sum")
+    eager = True
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -403,13 +483,49 @@ class Int8Scheme(IntActivationScheme):
         if not self.int8_out:
             return gemm(rows, w, meta, fmt, zp, "dequantize", a_scale=mod.act_scale,
                         w_scale=w_scale, bias=bias)
+        return gemm(rows, w, meta, fmt, zp, "requantize", **self._requantize_args(mod, g))
+
+    def _requantize_args(self, mod, g: int) -> dict:
+        """The requantize epilogue's op arguments of group g (int8 output)."""
         dtype, qmin, qmax = self.out_qrange(mod)
-        return gemm(
-            rows, w, meta, fmt, zp, "requantize",
-            multiplier=self.channel(mod, "requant_multiplier", g),
-            shift=self.channel(mod, "requant_shift", g),
-            bias=self.channel(mod, "requant_bias", g), out_zero_point=int(mod.out_zero_point),
-            qmin=qmin, qmax=qmax, out_dtype=dtype)
+        return {"multiplier": self.channel(mod, "requant_multiplier", g),
+                "shift": self.channel(mod, "requant_shift", g),
+                "bias": self.channel(mod, "requant_bias", g),
+                "out_zero_point": int(mod.out_zero_point), "qmin": qmin, "qmax": qmax,
+                "out_dtype": dtype}
+
+    def eager_plan(self, mod) -> EagerPlan:
+        """Per group the Packed* record and, with static activations, the epilogue the op
+        would build from the same buffers (``torch_ops.int8_epilogue``)."""
+        groups = []
+        for g in range(mod.geometry.groups):
+            w_scale, bias = self.channel(mod, "weight_scale", g), self.channel(mod, "bias", g)
+            if self.int8_out:
+                ep = int8_epilogue("requantize", **self._requantize_args(mod, g))
+            elif self.static:
+                ep = int8_epilogue("dequantize", a_scale=mod.act_scale, w_scale=w_scale,
+                                   bias=bias)
+            else:
+                ep = None  # per-row scales: a Dequantize per call
+            groups.append(EagerGroup(self.packed_record(mod, g), ep, w_scale.numpy(),
+                                     None if bias is None else bias.numpy()))
+        out = (np.dtype(np.float32) if not self.int8_out
+               else groups[0].epilogue.np_out_dtype)
+        return EagerPlan(tuple(groups), out, **self._static_plan(mod))
+
+    def eager_matmul(self, plan: EagerPlan, rows: np.ndarray, g: int,
+                     a_scale: np.ndarray | None = None) -> np.ndarray:
+        """``matmul`` on the eager path: NumPy rows in, NumPy out."""
+        grp = plan.groups[g]
+        if not rows.shape[0]:  # as the op: nothing to compute, and no empty scales
+            return np.empty((0, grp.packed.n), plan.out_dtype)
+        kernel = INT8_KERNELS[self.fmt]
+        if rows.dtype == np.float32:  # dynamic, per row
+            rows, a_scale = quantize_dynamic(rows)
+        if a_scale is not None:
+            ep = Dequantize(w_scale=grp.w_scale, a_scale=a_scale, bias=grp.bias)
+            return kernel(rows, grp.packed, a_zero_point=0, epilogue=ep)
+        return kernel(rows, grp.packed, a_zero_point=plan.zero_point, epilogue=grp.epilogue)
 
 
 class Sparse24Scheme(Int8Scheme):
@@ -536,6 +652,7 @@ class Int4Scheme(FormatScheme):
     ACTIVATIONS = {"float32": 32, "bfloat16": 16, "int8": 8}
     weight_bits = 4
     tap_major = False  # groups run along weight.reshape(out, -1), as lowbit.compress makes them
+    eager = True
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -650,6 +767,37 @@ class Int4Scheme(FormatScheme):
         else:
             out = _OPS.gemm_w4a16(rows.to(getattr(torch, acts)), w, meta, self.fmt)
         return _add_bias_(out, self.channel(mod, "bias", g))
+
+    def eager_plan(self, mod) -> EagerPlan:
+        groups = []
+        for g in range(mod.geometry.groups):
+            bias = self.channel(mod, "bias", g)
+            groups.append(EagerGroup(self.packed_record(mod, g),
+                                     bias=None if bias is None else bias.numpy()))
+        return EagerPlan(tuple(groups), np.dtype(np.float32))
+
+    def eager_matmul(self, plan: EagerPlan, rows: np.ndarray, g: int,
+                     a_scale: np.ndarray | None = None) -> np.ndarray:
+        """``matmul`` on the eager path: float32 NumPy rows in, float32 out."""
+        grp = plan.groups[g]
+        kp, acts = grp.packed.k, self.options["activations"]
+        if not rows.shape[0]:
+            return np.empty((0, grp.packed.n), np.float32)
+        if kp != rows.shape[1]:  # K zero-padded to a whole group, as in the weights
+            padded = np.zeros((rows.shape[0], kp), np.float32)
+            padded[:, :rows.shape[1]] = rows
+            rows = padded
+        if acts == "int8":
+            q, s = quantize_dynamic(rows)
+            out = gemm_w4a8(q, grp.packed, a_scale=s)
+        elif acts == "bfloat16":  # torch's float32 -> bfloat16 rounding, as the op path
+            bits = torch.from_numpy(rows).to(torch.bfloat16).view(torch.int16)
+            out = gemm_w4a16(bits.numpy().view(np.uint16), grp.packed)
+        else:
+            out = gemm_w4a16(rows, grp.packed)
+        if grp.bias is not None:
+            out += grp.bias
+        return out
 
 
 class Uint4Scheme(Int4Scheme):

@@ -62,12 +62,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import as_strided
 from torch import nn
 
 from .formats import ALIGN, aligned_empty
-from .module_formats import (BinaryScheme, GemmGeometry, IntActivationScheme, as_tensor,
-                             make_scheme)
+from .module_formats import (BinaryScheme, EagerPlan, GemmGeometry, IntActivationScheme,
+                             as_tensor, make_scheme)
 
 __all__ = ["KernelTrace", "LowbitConv2d", "LowbitLinear"]
 
@@ -128,8 +127,22 @@ def _realign_after_load(module: "_LowbitModule", incompatible_keys) -> None:
             module._buffers[name] = _aligned_copy(buf.detach().contiguous())
 
 
+def _eager(x: torch.Tensor) -> bool:
+    """Whether calling the kernels' NumPy entry points directly computes what the ``lowbit``
+    torch ops would and nothing needs to see the ops: a plain CPU tensor, no autograd
+    recording (the ops' backward raises), and no tracing, compiling, dispatch or function
+    mode (FakeTensorMode, torch.export, FlopCounterMode, torch.jit.trace) active."""
+    return (type(x) is torch.Tensor and x.is_cpu
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch._C._len_torch_dispatch_stack()
+            and not torch._C._is_torch_function_mode_enabled()
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+
+
 class _LowbitModule(nn.Module):
-    """What LowbitLinear and LowbitConv2d share: the format scheme, buffers, storage report."""
+    """What LowbitLinear and LowbitConv2d share: the format scheme, buffers, storage report,
+    and the eager-path plan cache (``module_formats``: the plan is remade, and so
+    revalidated, whenever a buffer is replaced or changed in place)."""
 
     def _setup(self, fmt: str, geometry: GemmGeometry, options: dict) -> None:
         self.fmt = fmt
@@ -138,6 +151,30 @@ class _LowbitModule(nn.Module):
         for name, t in self.scheme.allocate(geometry).items():
             self.register_buffer(name, t)
         self.register_load_state_dict_post_hook(_realign_after_load)
+
+    def _eager_plan(self, x: torch.Tensor) -> EagerPlan | None:
+        """The scheme's eager plan for the current buffers, or None: run the torch ops (the
+        format has no eager path, or ``x`` / the context needs the ops, see ``_eager``)."""
+        if not (self.scheme.eager and _eager(x)):
+            return None
+        bufs = [b for b in self._buffers.values() if b is not None]
+        try:
+            key = tuple([(id(b), b._version, b.data_ptr()) for b in bufs])
+        except RuntimeError:  # inference tensors track no version to notice a change by
+            return self.scheme.eager_plan(self)
+        # The cache holds the buffers themselves: their ids stay unique, and the plan's
+        # NumPy views of their memory stay valid, for as long as it is kept.
+        cached = self.__dict__.get("_plan_cache")
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        plan = self.scheme.eager_plan(self)
+        self.__dict__["_plan_cache"] = (key, bufs, plan)
+        return plan
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_plan_cache", None)  # remade on first use (copies get their own buffers)
+        return state
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Formats whose stored length depends on the data (csr's nonzeros) take the
@@ -324,8 +361,14 @@ class LowbitLinear(_LowbitModule):
             raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected [..., {self.in_features}], got shape {tuple(x.shape)}")
-        xin, _, _ = self.scheme.prepare_input(self, x)
-        out = self.scheme.matmul(self, xin.reshape(-1, self.in_features), 0)
+        plan = self._eager_plan(x)
+        if plan is None:
+            xin, _, _ = self.scheme.prepare_input(self, x)
+            out = self.scheme.matmul(self, xin.reshape(-1, self.in_features), 0)
+        else:
+            xin, _, _ = self.scheme.eager_input(plan, x)
+            out = torch.from_numpy(self.scheme.eager_matmul(
+                plan, xin.reshape(-1, self.in_features), 0))
         return self._finish(out.reshape(*x.shape[:-1], self.out_features), x)
 
     def integer_trace(self, x: torch.Tensor) -> KernelTrace:
@@ -359,34 +402,36 @@ def _pair(name: str, v, minimum: int) -> tuple[int, int]:
 
 def _padded_nhwc(x: np.ndarray, pad, value) -> np.ndarray:
     """x [B, C, H, W] as a contiguous channels-last [B, H + pads, W + pads, C], the padding
-    (top, bottom, left, right) filled with ``value``: one transposing copy."""
+    (top, bottom, left, right) filled with ``value``: one transposing copy (a run-by-run copy
+    if x is channels-last in memory already; none if that needs no padding)."""
+    if not any(pad):
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     b, c, h, w = x.shape
     top, bottom, left, right = pad
-    out = np.empty((b, h + top + bottom, w + left + right, c), x.dtype)
-    if any(pad):
-        out[:, :top] = value
-        out[:, top + h:] = value
-        out[:, top:top + h, :left] = value
-        out[:, top:top + h, left + w:] = value
+    # filling all of it, then copying the interior, is faster than filling four borders
+    out = np.full((b, h + top + bottom, w + left + right, c), value, x.dtype)
     out[:, top:top + h, left:left + w] = x.transpose(0, 2, 3, 1)
     return out
 
 
-def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw, tap_major: bool = True
-            ) -> np.ndarray:
-    """Rows [B * OH * OW, K] of a padded channels-last xp [B, Hp, Wp, C] (any dtype; a
-    channel slice of one is fine), one copy. K in (kh, kw, c) order (``tap_major``): the
-    copy's inner runs are C contiguous elements (timed 10-80x faster on int8 than torch's
-    Tensor.unfold in (c, kh, kw) order); else (c, kh, kw), torch's weight.reshape order."""
-    b, c = xp.shape[0], xp.shape[3]
+def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw, tap_major: bool = True,
+            channels: tuple[int, int] | None = None) -> np.ndarray:
+    """Rows [B * OH * OW, K] of a contiguous padded channels-last xp [B, Hp, Wp, C] (any
+    dtype; ``channels`` (c0, c1): of its channels c0:c1 only), one copy. K in (kh, kw, c)
+    order (``tap_major``): the copy's inner runs are C contiguous elements (timed 10-80x
+    faster on int8 than torch's Tensor.unfold in (c, kh, kw) order); else (c, kh, kw),
+    torch's weight.reshape order."""
+    c0, c1 = channels or (0, xp.shape[3])
+    b, c = xp.shape[0], c1 - c0
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
     sb, sy, sx, sc = xp.strides
     shape, strides = (b, oh, ow, kh, kw, c), (sb, sy * sh, sx * sw, sy * dh, sx * dw, sc)
     if not tap_major:
         shape, strides = (b, oh, ow, c, kh, kw), (sb, sy * sh, sx * sw, sc, sy * dh, sx * dw)
-    # Never written through; it is already contiguous (and then returned as is) only for a
-    # 1x1 kernel with stride 1, where the windows do not overlap.
-    patches = as_strided(xp, shape, strides)
+    # A strided view of xp's buffer (np.ndarray: several times cheaper to make than
+    # as_strided), never written through; already contiguous (and then returned as is)
+    # only for a 1x1 kernel with stride 1, where the windows do not overlap.
+    patches = np.ndarray(shape, xp.dtype, xp, c0 * xp.itemsize, strides)
     return np.ascontiguousarray(patches).reshape(b * oh * ow, kh * kw * c)
 
 
@@ -398,6 +443,14 @@ class LowbitConv2d(_LowbitModule):
     a pair, "valid" or "same" (asymmetric "same" padding puts the extra row / column at the
     bottom / right, as torch does); only zero padding (``padding_mode="zeros"``).
 
+    The GEMM computes the output channels-last (one row per output pixel). By default it is
+    returned as a contiguous [B, C, H, W] tensor (one transposing copy); ``channels_last=True``
+    returns that memory as is, a [B, C, H, W] tensor in ``torch.channels_last`` memory format:
+    the same values, no copy, and a consumer conv reads it without transposing (torch's
+    MaxPool2d is also much faster on it), but ``.view`` across C, H, W fails on it, as on any
+    channels-last tensor. ``lowbit.compress.export`` sets it on fused int8 producers whose
+    output reaches its consumer through layout-independent ops only.
+
     Example:
         >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)
         >>> q = LowbitConv2d.from_float(conv, "int8", act_scale=0.02, act_zero_point=128)
@@ -405,10 +458,15 @@ class LowbitConv2d(_LowbitModule):
         torch.Size([1, 8, 8, 8])
     """
 
+    channels_last = False  # the default also for modules pickled before the option existed
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, fmt: str = "int8",
-                 **options) -> None:
+                 channels_last: bool = False, **options) -> None:
         super().__init__()
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"channels_last: expected a bool, got {channels_last!r}")
+        self.channels_last = channels_last
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -514,34 +572,50 @@ class LowbitConv2d(_LowbitModule):
                              f"padding {self.padding})")
         return oh, ow
 
+    def _group_rows(self, xp: np.ndarray, out_hw):
+        """Yield (group, im2col rows [B * OH * OW, K]) of a padded channels-last input."""
+        cg = self.in_channels // self.groups
+        for g in range(self.groups):
+            yield g, _im2col(xp, self.kernel_size, self.stride, self.dilation, out_hw,
+                             self.scheme.tap_major, (g * cg, (g + 1) * cg))
+
     def _gemm_rows(self, x: torch.Tensor):
         """Yield (group, im2col rows [B * OH * OW, K], per-row scales of per-sample dynamic
-        activations or None) of a checked 4-D input."""
+        activations or None) of a checked 4-D input, through the torch ops."""
         oh, ow = self._out_hw(*x.shape[2:])
         xin, pad_value, sample_scale = self.scheme.prepare_input(self, x)
         xp = _padded_nhwc(xin.detach().numpy(), self._pad, pad_value)
         a_scale = None if sample_scale is None else sample_scale.repeat_interleave(oh * ow)
-        cg = self.in_channels // self.groups
-        for g in range(self.groups):
-            rows = _im2col(xp[..., g * cg:(g + 1) * cg], self.kernel_size, self.stride,
-                           self.dilation, (oh, ow), self.scheme.tap_major)
+        for g, rows in self._group_rows(xp, (oh, ow)):
             yield g, torch.from_numpy(rows), a_scale
+
+    def _eager_parts(self, plan: EagerPlan, x: torch.Tensor, out_hw):
+        """Yield each group's GEMM result [B * OH * OW, N / G] (NumPy) on the eager path."""
+        xin, pad_value, sample_scale = self.scheme.eager_input(plan, x)
+        xp = _padded_nhwc(xin, self._pad, pad_value)
+        a_scale = None if sample_scale is None else np.repeat(sample_scale, out_hw[0] * out_hw[1])
+        for g, rows in self._group_rows(xp, out_hw):
+            yield self.scheme.eager_matmul(plan, rows, g, a_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.dim() == 3:
             return self.forward(x.unsqueeze(0)).squeeze(0)
         oh, ow = self._check_input(x)
         b, _, h, w = x.shape
-        pad_taps = (self._pad_taps(h, w, (oh, ow))
-                    if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
-        ng = self.out_channels // self.groups
-        out = None
-        for g, rows, a_scale in self._gemm_rows(x):
-            part = self.scheme.matmul(self, rows, g, pad_taps, a_scale).numpy()
-            if out is None:
-                out = np.empty((b, self.out_channels, oh, ow), part.dtype)
-            out[:, g * ng:(g + 1) * ng] = part.reshape(b, oh, ow, ng).transpose(0, 3, 1, 2)
-        return self._finish(torch.from_numpy(out), x)
+        plan = self._eager_plan(x)
+        if plan is not None:
+            parts = list(self._eager_parts(plan, x, (oh, ow)))
+        else:
+            pad_taps = (self._pad_taps(h, w, (oh, ow))
+                        if isinstance(self.scheme, BinaryScheme) and any(self._pad) else None)
+            parts = [self.scheme.matmul(self, rows, g, pad_taps, a_scale).numpy()
+                     for g, rows, a_scale in self._gemm_rows(x)]
+        # one GEMM row per output pixel: [B * OH * OW, C_out] is the channels-last output
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        nchw = out.reshape(b, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+        if not self.channels_last:
+            nchw = np.ascontiguousarray(nchw)
+        return self._finish(torch.from_numpy(nchw), x)
 
     def integer_trace(self, x: torch.Tensor) -> KernelTrace:
         """The integer im2col rows, scales and exact int32 accumulator of ``self(x)`` for a
@@ -551,7 +625,9 @@ class LowbitConv2d(_LowbitModule):
         return _kernel_trace(self, self._gemm_rows(x), out)
 
     def extra_repr(self) -> str:
+        layout = ", channels_last=True" if self.channels_last else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.geometry.bias}, {self._format_repr()}")
+                f"groups={self.groups}, bias={self.geometry.bias}{layout}, "
+                f"{self._format_repr()}")
 

@@ -185,12 +185,17 @@ def _signature(t: torch.Tensor) -> tuple:
 
 class _PackedCache:
     """Packed* records rebuilt from tensors, kept per storage of w[0] (weakly) and looked up
-    by w[0]'s offset; valid while every tensor's storage, offset, shape and version match."""
+    by w[0]'s offset; valid while every tensor's storage, offset, shape and version match.
+    Inference tensors (made under ``torch.inference_mode``) track no version: their records
+    are rebuilt on every call."""
 
     def __init__(self) -> None:
         self._by_storage: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def get(self, w, w_meta, w_format: str, build: Callable):
+        if any(t.is_inference() for t in w):
+            # inference tensors have no version counter, so a cached record could go stale
+            return build()
         storages = [t.untyped_storage() for t in w]
         slot = self._by_storage.setdefault(storages[0], {})
         key = (w[0].storage_offset(), w_format)
@@ -283,8 +288,9 @@ def _int8_out_dtype(epilogue: str, out_dtype) -> torch.dtype:
 
 
 # gemm_sparse24 (int8 2:4 weights) takes gemm_int8's arguments and epilogues: one pair of
-# implementations serves both, keyed by the weight format.
-_INT8_KERNELS = {"int8": _gemm_int8, "sparse24": _gemm_sparse24}
+# implementations serves both, keyed by the weight format. The NumPy entry points, by weight
+# format (``LowbitLinear`` / ``LowbitConv2d`` call them directly in eager mode).
+INT8_KERNELS = {"int8": _gemm_int8, "sparse24": _gemm_sparse24}
 
 
 def _gemm_int8_out(a, w, w_meta, w_format, epilogue, out_dtype,
@@ -302,6 +308,36 @@ def _gemm_int8_fake(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_s
     return a.new_empty(shape, dtype=dtype)
 
 
+_UNUSED = {"dequantize": ("multiplier", "shift"), "requantize": ("a_scale", "w_scale"),
+           "none": ("a_scale", "w_scale", "bias", "multiplier", "shift")}
+
+
+def int8_epilogue(epilogue: str, *, a_scale=None, w_scale=None, bias=None, multiplier=None,
+                  shift=None, out_zero_point: int = 0, qmin=None, qmax=None,
+                  out_dtype=None) -> Requantize | Dequantize | None:
+    """The ``Requantize`` / ``Dequantize`` (validated by its constructor) or None that
+    gemm_int8's op arguments describe (tensors, as the op takes them; ``epilogue`` and
+    ``out_dtype`` checked by ``_int8_out_dtype`` first)."""
+    given = {"a_scale": a_scale, "w_scale": w_scale, "bias": bias, "multiplier": multiplier,
+             "shift": shift}
+    for name in _UNUSED[epilogue]:
+        if given[name] is not None:
+            raise ValueError(f"{name}: not a parameter of the {epilogue!r} epilogue")
+    if epilogue == "dequantize":
+        if w_scale is None:
+            raise ValueError("w_scale: the dequantize epilogue needs the weight scales")
+        return Dequantize(w_scale=_np(w_scale), a_scale=1.0 if a_scale is None else _np(a_scale),
+                          bias=_np_opt(bias))
+    if epilogue == "requantize":
+        if multiplier is None or shift is None:
+            raise ValueError("multiplier, shift: the requantize epilogue needs both "
+                             "(Requantize.from_scale / quantize_multiplier make them)")
+        return Requantize(multiplier=_np(multiplier), shift=_np(shift),
+                          zero_point=out_zero_point, qmin=qmin, qmax=qmax, bias=_np_opt(bias),
+                          out_dtype=_REQUANT_OUT[out_dtype])
+    return None
+
+
 def _gemm_int8_impl(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_scale=None,
                     w_scale=None, bias=None, multiplier=None, shift=None, out_zero_point=0,
                     qmin=None, qmax=None, out_dtype=None, *, op_format="int8"):
@@ -309,28 +345,10 @@ def _gemm_int8_impl(a, w, w_meta, w_format, a_zero_point=0, epilogue="none", a_s
     if not shape[0]:  # no rows: nothing to compute (and per-row scales would be empty)
         return torch.empty(shape, dtype=dtype)
     packed = _packed(w, w_meta, w_format)
-    unused = {"dequantize": ("multiplier", "shift"), "requantize": ("a_scale", "w_scale"),
-              "none": ("a_scale", "w_scale", "bias", "multiplier", "shift")}[epilogue]
-    given = {"a_scale": a_scale, "w_scale": w_scale, "bias": bias, "multiplier": multiplier,
-             "shift": shift}
-    for name in unused:
-        if given[name] is not None:
-            raise ValueError(f"{name}: not a parameter of the {epilogue!r} epilogue")
-    if epilogue == "dequantize":
-        if w_scale is None:
-            raise ValueError("w_scale: the dequantize epilogue needs the weight scales")
-        ep = Dequantize(w_scale=_np(w_scale), a_scale=1.0 if a_scale is None else _np(a_scale),
-                        bias=_np_opt(bias))
-    elif epilogue == "requantize":
-        if multiplier is None or shift is None:
-            raise ValueError("multiplier, shift: the requantize epilogue needs both "
-                             "(Requantize.from_scale / quantize_multiplier make them)")
-        ep = Requantize(multiplier=_np(multiplier), shift=_np(shift), zero_point=out_zero_point,
-                        qmin=qmin, qmax=qmax, bias=_np_opt(bias),
-                        out_dtype=_REQUANT_OUT[out_dtype])
-    else:
-        ep = None
-    kernel = _INT8_KERNELS[op_format]
+    ep = int8_epilogue(epilogue, a_scale=a_scale, w_scale=w_scale, bias=bias,
+                       multiplier=multiplier, shift=shift, out_zero_point=out_zero_point,
+                       qmin=qmin, qmax=qmax, out_dtype=out_dtype)
+    kernel = INT8_KERNELS[op_format]
     return torch.from_numpy(kernel(_np(a), packed, a_zero_point=a_zero_point, epilogue=ep))
 
 
@@ -460,10 +478,8 @@ def _quantize_dynamic_impl(x):
     return torch.from_numpy(q), torch.from_numpy(s)
 
 
-def _static_dtype(x, scale: float, zero_point: int, qrange) -> torch.dtype:
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-        raise TypeError(f"x: expected a float32 tensor, got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}")
+def static_params_dtype(scale: float, zero_point: int, qrange) -> torch.dtype:
+    """quantize_static's checks of scale, zero point and range; the output dtype."""
     if not (np.isfinite(np.float32(scale)) and np.float32(scale) > 0):
         raise ValueError(f"scale: must be finite and positive in float32, got {scale!r}")
     if qrange is None:
@@ -474,6 +490,13 @@ def _static_dtype(x, scale: float, zero_point: int, qrange) -> torch.dtype:
         raise ValueError(f"qrange: expected [qmin, qmax], got {list(qrange)}")
     dtype = quantize.activation_range(zero_point, None if qrange is None else tuple(qrange))[0]
     return torch.int8 if dtype == np.int8 else torch.uint8
+
+
+def _static_dtype(x, scale: float, zero_point: int, qrange) -> torch.dtype:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        raise TypeError(f"x: expected a float32 tensor, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    return static_params_dtype(scale, zero_point, qrange)
 
 
 def _quantize_static_fake(x, scale, zero_point, qrange=None):
