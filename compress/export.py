@@ -36,6 +36,13 @@ only there becomes ``nn.Identity``, a function stays: a no-op on the clamped int
 max pool, a second consumer, a dynamic or weight-only neighbour, a csr producer) keeps
 float32 between the two layers.
 
+**Channels-last between layers**: a convolution whose output (integer in a fused chain, else
+float) reaches the next quantized layer, and only it, through the ops above but ``.view``
+returns the GEMM's output as is, channels-last (``LowbitConv2d(channels_last=True)``): no
+transposing copy out of it nor into the next convolution, and torch's MaxPool2d runs several
+times faster on it. A ``.view`` across channels needs the contiguous layout, so a chain
+through one keeps it; so does every other output.
+
 Measured on a shared 2-core Zen 5 (noisy): the int8 kernels' Requantize epilogue is scalar
 C (3-7x the Dequantize epilogue's time in ``gemm_int8``), so today a fused chain moves 4x
 fewer activation bytes but is not faster than float32 outputs; ``export(fuse=False)``
@@ -256,7 +263,8 @@ def _node_step(node: fx.Node, src: fx.Node, model: nn.Module, calls: dict, fold:
     return False
 
 
-def _fx_chains(model: nn.Module, can_produce) -> list[tuple[str, str, list[str], _Fold, list]]:
+def _fx_chains(model: nn.Module, can_produce, can_consume=_static_int8
+               ) -> list[tuple[str, str, list[str], _Fold, list]]:
     """(producer, consumer, op names, fold, names of the ReLU / ReLU6 modules folded into
     the clamp that run only here) of every fusable pair."""
     graph = _Tracer().trace(model)
@@ -275,7 +283,7 @@ def _fx_chains(model: nn.Module, can_produce) -> list[tuple[str, str, list[str],
             if len(users) != 1:
                 break
             nxt = users[0]
-            if nxt.op == "call_module" and _static_int8(model.get_submodule(nxt.target)):
+            if nxt.op == "call_module" and can_consume(model.get_submodule(nxt.target)):
                 if len(nxt.args) == 1 and nxt.args[0] is cur and not nxt.kwargs:
                     found.append((node.target, nxt.target, ops, fold, folded))
                 break
@@ -292,7 +300,7 @@ def _fx_chains(model: nn.Module, can_produce) -> list[tuple[str, str, list[str],
     return found
 
 
-def _sequential_chains(model: nn.Module, can_produce) -> list:
+def _sequential_chains(model: nn.Module, can_produce, can_consume=_static_int8) -> list:
     """The fx search's result along the children of every nn.Sequential (no fx)."""
     found = []
     for prefix, seq in model.named_modules():
@@ -306,7 +314,7 @@ def _sequential_chains(model: nn.Module, can_produce) -> list:
             ops, folded, fold = [], [], _Fold()
             for other in names[i + 1:]:
                 mod = seq._modules[other]
-                if _static_int8(mod):
+                if can_consume(mod):
                     found.append((p + name, p + other, ops, fold, folded))
                     break
                 if not _module_step(mod, fold):
@@ -377,16 +385,20 @@ def fuse_requantization(model: nn.Module, *, exclude=()) -> list[Chain]:
 
 
 def _channels_last_producers(model: nn.Module) -> set[str]:
-    """Fused QuantConv2d producers whose integer output reaches its consumer through ops that
-    take any memory layout (every fused op but ``.view``): their kernel modules return the
-    GEMM's channels-last output without transposing it (``LowbitConv2d(channels_last=True)``)."""
-    def fused(name: str, mod: nn.Module) -> bool:
-        return isinstance(mod, QuantConv2d) and _static_int8(mod) and mod.out_quant is not None
+    """QuantConv2d layers whose output (integer in a fused chain, else float) reaches the
+    next quantized layer, and only it, through the chain ops that take any memory layout
+    (all but ``.view``): their kernel modules return the GEMM's channels-last output
+    without transposing it (``LowbitConv2d(channels_last=True)``)."""
+    def conv(name: str, mod: nn.Module) -> bool:
+        return isinstance(mod, QuantConv2d)
+
+    def quantized(mod: nn.Module) -> bool:
+        return isinstance(mod, QUANT_LAYERS)
 
     try:
-        found = _fx_chains(model, fused)
+        found = _fx_chains(model, conv, quantized)
     except Exception:  # noqa: BLE001 - as in fuse_requantization
-        found = _sequential_chains(model, fused)
+        found = _sequential_chains(model, conv, quantized)
     return {producer for producer, _, _, fold, _ in found if not fold.view}
 
 

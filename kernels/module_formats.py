@@ -318,6 +318,12 @@ class IntActivationScheme(FormatScheme):
             xf = self._dynamic_float_input(x).numpy()
             if self.options["act_granularity"] == "row":
                 return xf, 0, None
+            # one scale per image whatever the order of its values: quantize channels-last
+            # input in its memory order, so it stays channels-last (no transposing copy)
+            nhwc = xf.transpose(0, 2, 3, 1)
+            if nhwc.flags.c_contiguous and not xf.flags.c_contiguous:
+                q, s = quantize_dynamic(nhwc.reshape(x.shape[0], math.prod(x.shape[1:])))
+                return q.reshape(nhwc.shape).transpose(0, 3, 1, 2), 0, s
             q, s = quantize_dynamic(xf.reshape(x.shape[0], math.prod(x.shape[1:])))
             return q.reshape(xf.shape), 0, s
         zp, qrange = plan.zero_point, plan.qrange

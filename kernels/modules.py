@@ -1,7 +1,10 @@
 """``LowbitLinear`` and ``LowbitConv2d``: nn.Modules whose GEMMs run on lowbit's kernels.
 
 Each holds packed weights as buffers (``state_dict`` round-trips) and calls the ``lowbit``
-torch ops (``kernels.torch_ops``). Formats (``module_formats.SCHEMES``):
+torch ops (``kernels.torch_ops``), or in plain eager mode (a CPU tensor outside autograd, no
+tracing, compiling or dispatch mode) the kernels' NumPy entry points directly, with the same
+results and without the op dispatch or per-call epilogue construction (``module_formats``).
+Formats (``module_formats.SCHEMES``):
 
 * ``"int8"`` (W8A8): weights int8 per output channel; activations dynamic (per GEMM row at
   run time; for a conv ``act_granularity="sample"`` takes one scale per input image) or
@@ -448,8 +451,8 @@ class LowbitConv2d(_LowbitModule):
     returns that memory as is, a [B, C, H, W] tensor in ``torch.channels_last`` memory format:
     the same values, no copy, and a consumer conv reads it without transposing (torch's
     MaxPool2d is also much faster on it), but ``.view`` across C, H, W fails on it, as on any
-    channels-last tensor. ``lowbit.compress.export`` sets it on fused int8 producers whose
-    output reaches its consumer through layout-independent ops only.
+    channels-last tensor. ``lowbit.compress.export`` sets it on convolutions whose output
+    reaches the next quantized layer through layout-independent ops only.
 
     Example:
         >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)

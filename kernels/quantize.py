@@ -63,7 +63,7 @@ def _check_rows(name: str, x) -> np.ndarray:
 
 def _require_finite(name: str, values: np.ndarray) -> None:
     """``values`` are reductions (max, sum) of ``name``: NaN and infinity propagate to them."""
-    if not np.all(np.isfinite(values)):
+    if not np.isfinite(values).all():
         raise ValueError(f"{name}: contains NaN or infinity")
 
 

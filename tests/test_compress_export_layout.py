@@ -1,8 +1,8 @@
-"""export's channels-last producers: a fused int8 conv whose output reaches its consumer
-through layout-independent ops only returns the GEMM's channels-last output as is
-(``LowbitConv2d.channels_last``); a chain through ``.view`` keeps the contiguous layout
-(a view of a channels-last tensor fails). Outputs are the same either way, and the flag
-survives save / load.
+"""export's channels-last producers: a conv whose output (integer in a fused chain, else
+float) reaches the next quantized layer through layout-independent ops only returns the
+GEMM's channels-last output as is (``LowbitConv2d.channels_last``); a chain through
+``.view`` (a view of a channels-last tensor fails) or into anything else keeps the
+contiguous layout. Outputs are the same either way, and the flag survives save / load.
 """
 from __future__ import annotations
 
@@ -101,11 +101,27 @@ def test_view_keeps_the_contiguous_layout(assert_exact):
             assert_exact(model(batches[1]).numpy(), want.numpy())
 
 
-def test_unfused_layers_stay_contiguous():
-    sim, _ = _quantized(CNN(), (3, 2, 8, 8), Int8DynamicConfig())
-    assert _layouts(_export(sim)) == {"0": False, "2": False, "5": False}
-    sim, _ = _quantized(CNN(), (3, 2, 8, 8), Int8StaticConfig(calibrator="minmax"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        model = export(sim, fuse=False)
-    assert _layouts(model) == {"0": False, "2": False, "5": False}
+def test_float_outputs_chain_too(assert_exact):
+    """Dynamic and unfused layers' float outputs pass on channels-last the same way."""
+    for config, fuse in ((Int8DynamicConfig(), True),
+                         (Int8StaticConfig(calibrator="minmax"), False)):
+        sim, batches = _quantized(CNN(), (3, 2, 8, 8), config)
+        with torch.no_grad():
+            want = sim(batches[2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model = export(sim, fuse=fuse)
+        assert _layouts(model) == {"0": True, "2": True, "5": True}
+        with torch.no_grad():
+            assert model[0](batches[2]).is_contiguous(memory_format=torch.channels_last)
+            assert_exact(model(batches[2]).numpy(), want.numpy())
+
+
+def test_other_consumers_keep_the_contiguous_layout():
+    """A conv feeding a float op (GELU) or the model output returns contiguous tensors."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 4, 3))
+    sim, batches = _quantized(model, (2, 2, 6, 6), Int8StaticConfig(calibrator="minmax"))
+    exported = _export(sim)
+    assert _layouts(exported) == {"0": False, "2": False}
+    with torch.no_grad():
+        assert exported(batches[0]).is_contiguous()
