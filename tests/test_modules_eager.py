@@ -15,6 +15,8 @@ import zlib
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -150,6 +152,30 @@ def test_conv_eager_equals_ops(case, conv, channels_last):
     assert_same(*both_paths(mod, x.contiguous(memory_format=torch.channels_last)))
     if xs[0]:
         assert_same(*both_paths(mod, x[0]))  # unbatched [C, H, W]
+
+
+EAGER_FORMATS = sorted(k for k, (fmt, _) in {**FORMATS, **CONV_ONLY}.items()
+                       if fmt in ("int8", "int4", "uint4", "sparse24"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(c_in=st.integers(1, 3).map(lambda c: 4 * c), c_out=st.integers(1, 9),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), stride=st.integers(1, 2),
+       pad=st.integers(0, 2), dil=st.integers(1, 2), groups=st.sampled_from([1, 2]),
+       h=st.integers(3, 8), w=st.integers(3, 8), case=st.sampled_from(EAGER_FORMATS),
+       channels_last=st.booleans())
+def test_conv_eager_equals_ops_hypothesis(c_in, c_out, kh, kw, stride, pad, dil, groups, h, w,
+                                          case, channels_last):
+    assume(h + 2 * pad >= dil * (kh - 1) + 1 and w + 2 * pad >= dil * (kw - 1) + 1)
+    fmt, opts = {**FORMATS, **CONV_ONLY}[case]
+    c_out *= groups
+    if fmt == "sparse24":  # 2:4 along K = (c_in / groups) * kh * kw: whole groups of 4
+        kh = kw = 2
+    mod = LowbitConv2d.from_float(
+        _conv(fmt, c_in, c_out, (kh, kw), key=(h, w), stride=stride, padding=pad,
+              dilation=dil, groups=groups), fmt, channels_last=channels_last, **opts)
+    x = rand(2, c_in, h, w, key=(kh, kw, case))
+    assert_same(*both_paths(mod, x))
 
 
 @pytest.mark.parametrize("zp", [0, 7], ids=["int8_in", "uint8_in"])
