@@ -57,6 +57,8 @@ static inline __attribute__((always_inline)) void rows_bf16(const int R, const i
                 for (int v = 0; v < SV; ++v) acc[r][v] = _mm512_setzero_ps();
 #pragma GCC unroll 4
             for (int v = 0; v < SV; ++v) acc2[v] = _mm512_setzero_ps();
+            /* unrolled by 2: the GEMV (one row) runs 2-4% faster than rolled (Zen 5) */
+#pragma GCC unroll 2
             for (int64_t b = 0; b < gb; ++b) {
                 if (v0 == 0) prefetch_block(wg + b * 256);
                 __m512i wv[4];
