@@ -589,6 +589,18 @@ def test_w4a16_bad_x(small, bad, exc, raises_naming):
         gemm_w4a16(bad, small[0])
 
 
+@pytest.mark.parametrize("bits", [0x7F80, 0xFF80, 0x7FC0, 0x7F81, 0xFFFF],
+                         ids=["inf", "neg_inf", "nan", "nan_low_payload", "neg_nan_all_ones"])
+def test_w4a16_bf16_one_non_finite_among_finite(small, bits, raises_naming):
+    # the largest finite bfloat16 of both signs pass; one non-finite element anywhere fails
+    x = np.full((3, 64), 0x7F7F, np.uint16)
+    x[1::2] = 0xFF7F
+    assert gemm_w4a16(x, small[0]).shape == (3, small[0].n)
+    x[2, 37] = bits
+    with raises_naming(ValueError, "x"):
+        gemm_w4a16(x, small[0])
+
+
 @pytest.mark.parametrize("bad, exc", [
     ([[1] * 64], TypeError), (np.ones((3, 64), np.uint8), TypeError),
     (np.ones((3, 64), np.float32), TypeError), (np.ones((3, 2, 64), np.int8), ValueError),
