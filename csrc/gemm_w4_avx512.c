@@ -21,8 +21,8 @@
  * accumulators, each nibble position's decode shared by R rows and the broadcast of x by 2
  * vectors). A single row splits its accumulators by nibble parity (8 independent FMA chains
  * hide the FMA latency). Measured on Zen 5: the vpermps decode, not the FMAs, bounds the
- * GEMV (M = 1) rate; at M = 8 the FMAs do (one thread: 98% of the fp32_avx512_fma peak
- * loop, against 82% with four strips of 1; shared machine, best of 30 calls).
+ * GEMV (M = 1) rate; at M = 8 the FMAs do (one thread, best of 30 calls on a shared
+ * machine: 95% of the fp32_avx512_fma peak loop, 83% with four strips of 1).
  *
  * gemm_w4a8: gemm_w4a8_avx512.inc with vpmaddubsw (u8 nibble x s8 activation pairs; at most
  * 2 * 15 * 128 per pair, so never saturating) and vpmaddwd by ones. */
