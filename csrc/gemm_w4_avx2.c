@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) void flush(const int R, const lb_w4
 static inline __attribute__((always_inline)) void w4a16_rows(const int R, const int SV,
                                                              const lb_w4_tile *t) {
     const __m256i mask = _mm256_set1_epi32(15);
-    const int gb = t->group_blocks;
+    const int64_t gb = t->group_blocks;
     for (int64_t gg = 0; gg < t->groups; ++gg) {
         const uint8_t *wg = t->w + gg * gb * 256;
         const float *xg = (const float *)t->a + gg * gb * 8 * R; /* packed: [b][i][r] */
@@ -56,7 +56,7 @@ static inline __attribute__((always_inline)) void w4a16_rows(const int R, const 
             for (int v = 0; v < SV; ++v)
 #pragma GCC unroll 8
                 for (int r = 0; r < R; ++r) acc[v][r] = _mm256_setzero_ps();
-            for (int b = 0; b < gb; ++b) {
+            for (int64_t b = 0; b < gb; ++b) {
                 const __m256i *wb = (const __m256i *)(const void *)(wg + b * 256) + v0;
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; ++i) {
@@ -96,7 +96,7 @@ void lb_w4a16_ukernel_avx2(const lb_w4_tile *t) {
 static inline __attribute__((always_inline)) void w4a8_rows(const int R, const int SV,
                                                             const lb_w4_tile *t) {
     const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    const int gb = t->group_blocks;
+    const int64_t gb = t->group_blocks;
     for (int64_t gg = 0; gg < t->groups; ++gg) {
         const uint8_t *wg = t->w + gg * gb * 256;
         const int32_t *ag = (const int32_t *)t->a + gg * gb * 2 * R; /* packed: [b][h][r] */
@@ -106,7 +106,7 @@ static inline __attribute__((always_inline)) void w4a8_rows(const int R, const i
             for (int v = 0; v < SV; ++v)
 #pragma GCC unroll 8
                 for (int r = 0; r < R; ++r) acc[v][r] = _mm256_setzero_si256();
-            for (int b = 0; b < gb; ++b) {
+            for (int64_t b = 0; b < gb; ++b) {
                 const __m256i *wb = (const __m256i *)(const void *)(wg + b * 256) + v0;
 #pragma GCC unroll 8
                 for (int v = 0; v < SV; ++v) {

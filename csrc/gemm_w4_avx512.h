@@ -50,16 +50,17 @@ static inline __attribute__((always_inline)) __m512 scale16(const lb_w4_tile *t,
         }                                                                                  \
     } while (0)
 
-/* Dispatch t->rows (1..8) to ROWS(R, SV, ZP, t): rows 1..4 one strip of 4 vectors, rows
- * 5..8 strips of SV_WIDE vectors (register budget). */
-#define W4A16_ROW_CASES(ROWS, SV_WIDE, ZP, t)                  \
+/* Dispatch t->rows (1..8) to ROWS(R, SV, ZP, t): rows 1..4 one strip of 4 vectors, rows 5..6
+ * strips of SV_MID vectors, rows 7..8 strips of SV_WIDE (register budget: R * SV accumulators
+ * plus the decoded vectors of one nibble position in 32 zmm registers). */
+#define W4A16_ROW_CASES(ROWS, SV_MID, SV_WIDE, ZP, t)          \
     switch ((t)->rows) {                                       \
         case 1: ROWS(1, 4, ZP, t); break;                      \
         case 2: ROWS(2, 4, ZP, t); break;                      \
         case 3: ROWS(3, 4, ZP, t); break;                      \
         case 4: ROWS(4, 4, ZP, t); break;                      \
-        case 5: ROWS(5, SV_WIDE, ZP, t); break;                \
-        case 6: ROWS(6, SV_WIDE, ZP, t); break;                \
+        case 5: ROWS(5, SV_MID, ZP, t); break;                 \
+        case 6: ROWS(6, SV_MID, ZP, t); break;                 \
         case 7: ROWS(7, SV_WIDE, ZP, t); break;                \
         default: ROWS(8, SV_WIDE, ZP, t); break;               \
     }

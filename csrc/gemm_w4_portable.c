@@ -62,7 +62,7 @@ void lb_w4a16_ukernel_portable(const lb_w4_tile *t) {
         for (int r = 0; r < R; ++r) {
             const float *x = (const float *)t->a + gg * t->group_blocks * 8 * R + r;
             float acc[LB_W4_NR] = {0};
-            for (int b = 0; b < t->group_blocks; ++b) {
+            for (int64_t b = 0; b < t->group_blocks; ++b) {
                 uint32_t words[LB_W4_NR];
                 load_words(wg + b * 256, words);
                 float xs[8];
@@ -91,7 +91,7 @@ void lb_w4a8_ukernel_portable(const lb_w4_tile *t) {
         for (int r = 0; r < R; ++r) {
             const uint32_t *ap = (const uint32_t *)t->a + gg * t->group_blocks * 2 * R + r;
             int32_t acc[LB_W4_NR] = {0};
-            for (int b = 0; b < t->group_blocks; ++b) {
+            for (int64_t b = 0; b < t->group_blocks; ++b) {
                 uint32_t words[LB_W4_NR];
                 load_words(wg + b * 256, words);
                 int8_t a8[8]; /* K 8b .. 8b + 7 */

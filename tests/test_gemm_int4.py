@@ -343,6 +343,44 @@ def test_w4a8_edges(case, m, groups, n, fmt, g, isa):
     check_w4a8(gemm_w4a8(a, w4, a_scale=a_scale, isa=isa), a, w4, a_scale)
 
 
+# Each tile height R = 1..8 is its own unrolled microkernel body with its own strip width
+# (csrc/gemm_w4_avx512.h: W4A16_ROW_CASES): M = R runs exactly that body, over 3 groups and
+# 3 panels (the last of 2 columns), with random and with end-of-range operands.
+W4_TILE_ROWS = 8  # LB_W4_MR, csrc/lowbit.h
+TILE_HEIGHTS = [(r, kind) for r in range(1, W4_TILE_ROWS + 1) for kind in ("random", "extreme")]
+TILE_IDS = [f"R{r}-{kind}" for r, kind in TILE_HEIGHTS]
+
+
+@functools.lru_cache(maxsize=64)
+def tile_operands(r: int, kind: str, fmt: str):
+    rng = np.random.default_rng([r, FMTS.index(fmt), kind == "extreme"])
+    k, n = 3 * 32, 130
+    extreme = kind == "extreme"
+    w4 = quantized(rng, k, n, fmt, 32, extreme=extreme)
+    if extreme:
+        x = np.where(rng.integers(0, 2, (r, k)) == 1, 3.0e4, -3.0e4).astype(np.float32)
+        a = np.where(rng.integers(0, 2, (r, k)) == 1, 127, -128).astype(np.int8)
+    else:
+        x = rng.standard_normal((r, k)).astype(np.float32)
+        a = rng.integers(-128, 128, (r, k), dtype=np.int8)
+    return w4, x, a
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+@pytest.mark.parametrize("r, kind", TILE_HEIGHTS, ids=TILE_IDS)
+@pytest.mark.parametrize("op, act, isa", [("w4a16", "f32", i) for i in W4A16_ISAS]
+                         + [("w4a16", "bf16", i) for i in W4A16_BF16_ISAS]
+                         + [("w4a8", "s8", i) for i in W4A8_ISAS],
+                         ids=lambda v: v)
+def test_every_tile_height(op, act, isa, r, kind, fmt):
+    w4, x, a = tile_operands(r, kind, fmt)
+    if op == "w4a8":
+        check_w4a8(gemm_w4a8(a, w4, isa=isa), a, w4)
+    else:
+        x = to_bf16(x) if act == "bf16" else x
+        check_w4a16(gemm_w4a16(x, w4, isa=isa), x, w4)
+
+
 # --- exact integer part ------------------------------------------------------------------------
 
 def test_group_acc_reference_is_exact():
@@ -549,6 +587,18 @@ def small():
 def test_w4a16_bad_x(small, bad, exc, raises_naming):
     with raises_naming(exc, "x"):
         gemm_w4a16(bad, small[0])
+
+
+@pytest.mark.parametrize("bits", [0x7F80, 0xFF80, 0x7FC0, 0x7F81, 0xFFFF],
+                         ids=["inf", "neg_inf", "nan", "nan_low_payload", "neg_nan_all_ones"])
+def test_w4a16_bf16_one_non_finite_among_finite(small, bits, raises_naming):
+    # the largest finite bfloat16 of both signs pass; one non-finite element anywhere fails
+    x = np.full((3, 64), 0x7F7F, np.uint16)
+    x[1::2] = 0xFF7F
+    assert gemm_w4a16(x, small[0]).shape == (3, small[0].n)
+    x[2, 37] = bits
+    with raises_naming(ValueError, "x"):
+        gemm_w4a16(x, small[0])
 
 
 @pytest.mark.parametrize("bad, exc", [
