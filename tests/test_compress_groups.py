@@ -44,14 +44,8 @@ from lowbit.kernels.modules import LowbitConv2d
 from lowbit.kernels.quantize import requantize_params
 from lowbit.simulator.workload import Conv2d as SimConv2d
 from test_compress_export import CONFIGS, SIM, assert_export_matches, randn, seeded_init
+from test_compress_qmodules import ACTS, INT8_W
 
-INT8_W = QuantSpec(8, True, PerChannel(0))
-ACTS = {
-    "dynamic": (ActQuant("dynamic"), None, 0),
-    "static_s8": (ActQuant("static", 8, True), 0.037, 0),
-    "static_u8": (ActQuant("static", 8, False), 0.021, 97),
-    "static_u4": (ActQuant("static", 4, False), 0.3, 3),
-}
 # name: (in, out, kernel, groups, input H x W, other Conv2d arguments)
 EDGE = {
     "depthwise_k3_stride2": (8, 8, 3, 8, (9, 7), dict(stride=2, padding=1)),

@@ -100,10 +100,16 @@ def test_training_moves_only_the_adapters():
     model = _mlp()
     quantize(model, Int4WeightOnlyConfig(group_size=32))
     apply_lora(model, LoRAConfig(rank=4))
+    assert_only_adapters_train(model, (16, 64))
+
+
+def assert_only_adapters_train(model, input_shape):
+    """Two epochs on random data (inputs of ``input_shape``, 10 classes) leave every base
+    parameter and buffer unchanged and every adapter parameter nonzero."""
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
     g = torch.Generator().manual_seed(2)
-    data = [(torch.randn(16, 64, generator=g), torch.randint(0, 10, (16,), generator=g))
-            for _ in range(3)]
+    data = [(torch.randn(*input_shape, generator=g),
+             torch.randint(0, 10, (input_shape[0],), generator=g)) for _ in range(3)]
     with deterministic(0):
         train(model, data, epochs=2, lr=1e-2)
     for k, v in model.state_dict().items():
