@@ -244,15 +244,21 @@ def _normalized_distances(e: torch.Tensor) -> torch.Tensor:
     return d / d.mean().clamp(min=1e-12)
 
 
+def _paired_embeddings(student: torch.Tensor, teacher: torch.Tensor):
+    """Both embeddings flattened to [B, D] (the teacher's detached), batches checked equal."""
+    s = _embeddings("student", student)
+    t = _embeddings("teacher", teacher).detach()
+    if s.shape[0] != t.shape[0]:
+        raise ValueError(f"teacher: batch {t.shape[0]} differs from the student's {s.shape[0]}")
+    return s, t
+
+
 def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """RKD distance term: mean over ordered pairs i != j of
     Huber(||s_i - s_j|| / mu_s, ||t_i - t_j|| / mu_t), mu the mean pair distance, Huber
     delta 1 (smooth L1). Embeddings are flattened to [B, D]; 0 for a batch of one.
     Park et al., CVPR 2019 (eq. 3-4)."""
-    s = _embeddings("student", student)
-    t = _embeddings("teacher", teacher).detach()
-    if s.shape[0] != t.shape[0]:
-        raise ValueError(f"teacher: batch {t.shape[0]} differs from the student's {s.shape[0]}")
+    s, t = _paired_embeddings(student, teacher)
     if s.shape[0] < 2:
         return s.sum() * 0.0
     return F.smooth_l1_loss(_normalized_distances(s), _normalized_distances(t))
@@ -276,10 +282,7 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     Huber(cos angle_s(i, j, k), cos angle_t(i, j, k)), the angle at j between i and k,
     cos = <(e_i - e_j) / ||e_i - e_j||, (e_k - e_j) / ||e_k - e_j||>. Embeddings flattened to
     [B, D]; 0 for a batch smaller than 3. Park et al., CVPR 2019 (eq. 5-6)."""
-    s = _embeddings("student", student)
-    t = _embeddings("teacher", teacher).detach()
-    if s.shape[0] != t.shape[0]:
-        raise ValueError(f"teacher: batch {t.shape[0]} differs from the student's {s.shape[0]}")
+    s, t = _paired_embeddings(student, teacher)
     if s.shape[0] < 3:
         return s.sum() * 0.0
     return F.smooth_l1_loss(_angles(s), _angles(t))

@@ -5,20 +5,16 @@ vectorizes the column loop for a CPU that has it). Threading layer: see numba_ge
 """
 from __future__ import annotations
 
-import os
-
 import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
 from . import native
+from .numba_tiles import ROWS, task_tile
 from .formats import PackedBinaryWeights, tail_mask
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
-_ROWS = 4  # rows per task: one panel strip of 4 x 32 counts
 
 
 @intrinsic
@@ -38,12 +34,10 @@ def _kernel(a, wp, k, pad, out):  # pragma: no cover - compiled
     m, kw = a.shape
     n_panels, _, nr = wp.shape
     n = out.shape[1]
-    row_blocks = (m + _ROWS - 1) // _ROWS
+    row_blocks = (m + ROWS - 1) // ROWS
     for task in numba.prange(n_panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task % row_blocks) * _ROWS
-        i1 = min(i0 + _ROWS, m)
-        acc = np.zeros((_ROWS, nr), dtype=np.uint64)
+        p, i0, i1 = task_tile(task, row_blocks, m)
+        acc = np.zeros((ROWS, nr), dtype=np.uint64)
         for q in range(kw):
             wq = wp[p, q]
             for i in range(i0, i1):

@@ -2,20 +2,17 @@
 
 Rows are spread over the threads (prange); per row, each entry's x row is scaled and added
 to a row of accumulators: int32 for int8 (wrapping, so exact whenever the result fits in
-int32, which the wrapper checks), float32 for float32. Threading layer: see numba_gemm.
+int32, which the wrapper checks), float32 for float32. Threading layer: see numba_tiles.
 """
 from __future__ import annotations
-
-import os
 
 import numba
 import numpy as np
 
 from . import native
+from . import numba_tiles  # noqa: F401  (threading layer)
 from .format_csr import PackedCsrWeights
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -1,22 +1,15 @@
-"""Numba int8 GEMM over the same packed panels as the C kernels (parallel, cached).
-
-Numba's threading layer defaults to the work-queue pool here, unless NUMBA_THREADING_LAYER
-says otherwise: its OpenMP layer would load a second OpenMP runtime next to torch's.
-"""
+"""Numba int8 GEMM over the same packed panels as the C kernels (parallel, cached; threading
+layer and task split: numba_tiles)."""
 from __future__ import annotations
-
-import os
 
 import numba
 import numpy as np
 
 from . import native
+from .numba_tiles import ROWS, task_tile
 from .formats import PackedWeights
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
-_ROWS = 4  # rows per task: one panel strip of 4 x 64 accumulators
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -27,13 +20,11 @@ def _kernel(a4, wp32, corr, out):  # pragma: no cover - compiled
     m = a4.shape[0]
     n_panels, kq, nr = wp32.shape
     n = out.shape[1]
-    row_blocks = (m + _ROWS - 1) // _ROWS
+    row_blocks = (m + ROWS - 1) // ROWS
     s8, s16, s24 = np.int32(8), np.int32(16), np.int32(24)
     for task in numba.prange(n_panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task % row_blocks) * _ROWS
-        i1 = min(i0 + _ROWS, m)
-        acc = np.zeros((_ROWS, nr), dtype=np.int32)
+        p, i0, i1 = task_tile(task, row_blocks, m)
+        acc = np.zeros((ROWS, nr), dtype=np.int32)
         for q in range(kq):
             wq = wp32[p, q]
             for i in range(i0, i1):

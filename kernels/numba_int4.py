@@ -7,18 +7,14 @@ Threading layer: see numba_gemm.
 """
 from __future__ import annotations
 
-import os
-
 import numba
 import numpy as np
 
 from . import native
+from .numba_tiles import ROWS, task_tile
 from .formats import PackedInt4Weights
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
-_ROWS = 4  # rows per task
 _KPOS = np.array([0, 4, 1, 5, 2, 6, 3, 7], dtype=np.int64)  # K of the nibble at bits 4i
 
 
@@ -30,12 +26,10 @@ def _w4a16(x, words, scales, zeros, bias, kpos, out):  # pragma: no cover - comp
     groups = scales.shape[1]
     gb = kb // groups
     n = out.shape[1]
-    row_blocks = (m + _ROWS - 1) // _ROWS
+    row_blocks = (m + ROWS - 1) // ROWS
     for task in numba.prange(n_panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task % row_blocks) * _ROWS
-        i1 = min(i0 + _ROWS, m)
-        c = np.zeros((_ROWS, nr), dtype=np.float32)
+        p, i0, i1 = task_tile(task, row_blocks, m)
+        c = np.zeros((ROWS, nr), dtype=np.float32)
         acc = np.empty(nr, dtype=np.float32)
         for g in range(groups):
             for i in range(i0, i1):
@@ -64,12 +58,10 @@ def _w4a8(a, words, scales, zeros, a_scale, kpos, out):  # pragma: no cover - co
     groups = scales.shape[1]
     gb = kb // groups
     n = out.shape[1]
-    row_blocks = (m + _ROWS - 1) // _ROWS
+    row_blocks = (m + ROWS - 1) // ROWS
     for task in numba.prange(n_panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task % row_blocks) * _ROWS
-        i1 = min(i0 + _ROWS, m)
-        c = np.zeros((_ROWS, nr), dtype=np.float32)
+        p, i0, i1 = task_tile(task, row_blocks, m)
+        c = np.zeros((ROWS, nr), dtype=np.float32)
         acc = np.empty(nr, dtype=np.int32)
         for g in range(groups):
             for i in range(i0, i1):

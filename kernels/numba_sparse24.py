@@ -8,19 +8,16 @@ Threading layer: see numba_gemm.
 """
 from __future__ import annotations
 
-import os
 import weakref
 
 import numba
 import numpy as np
 
 from . import native
+from .numba_tiles import ROWS, task_tile
 from .format_sparse24 import PackedSparse24Weights
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
-_ROWS = 4  # rows per task
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -30,12 +27,10 @@ def _kernel(a, values, meta, out):  # pragma: no cover - compiled
     m = a.shape[0]
     n_panels, n_blocks, nr = meta.shape
     n = out.shape[1]
-    row_blocks = (m + _ROWS - 1) // _ROWS
+    row_blocks = (m + ROWS - 1) // ROWS
     for task in numba.prange(n_panels * row_blocks):
-        p = task // row_blocks
-        i0 = (task % row_blocks) * _ROWS
-        i1 = min(i0 + _ROWS, m)
-        acc = np.zeros((_ROWS, nr), dtype=out.dtype)
+        p, i0, i1 = task_tile(task, row_blocks, m)
+        acc = np.zeros((ROWS, nr), dtype=out.dtype)
         for b in range(n_blocks):
             for j in range(nr):
                 word = meta[p, b, j]

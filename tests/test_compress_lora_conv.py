@@ -14,9 +14,9 @@ from torch import nn
 from lowbit.compress import (Int4WeightOnlyConfig, Int8StaticConfig, IntxWeightOnlyConfig,
                              LoRAConfig, LoRAConv2d, LoRALinear, QuantConv2d, apply_lora,
                              deterministic, digits_loaders, export, export_summary, get_model,
-                             lora_parameters, merge_lora, predict, quantize, train,
+                             merge_lora, predict, quantize, train,
                              trainable_share)
-from test_compress_lora import assert_only_adapters_train
+from test_compress_lora import _trained_adapters, assert_only_adapters_train
 
 # merged float kernel W0 + dW against base + adapters: float32 rounding of the two paths
 MERGE_ATOL = 1e-5
@@ -45,14 +45,6 @@ def _conv(name, seed=0):
 
 def _x(name, seed=1):
     return torch.randn(GEOMETRIES[name][1], generator=torch.Generator().manual_seed(seed))
-
-
-def _trained_adapters(model, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in lora_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 def _delta_by_convolution(layer: LoRAConv2d, x):
